@@ -1,0 +1,119 @@
+/*
+ * buf.h — byte buffers. IoBuf holds bytes read from or queued for a socket (a window
+ * [start, end) in a heap block); ByteWriter appends with a sticky error flag checked once at
+ * the end; ByteReader reads a bounded message payload and never walks past it.
+ */
+#ifndef PGSTASH_BUF_H
+#define PGSTASH_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    uint8_t *data; /* heap block, NULL until first use */
+    size_t start;  /* first unconsumed byte */
+    size_t end;    /* one past the last byte */
+    size_t cap;    /* size of data */
+} IoBuf;
+
+static inline size_t iobuf_len(const IoBuf *b)
+{
+    return b->end - b->start;
+}
+
+static inline uint8_t *iobuf_head(const IoBuf *b)
+{
+    return b->data + b->start;
+}
+
+/* Makes room for `need` more bytes after end (compacting or growing). False on OOM. */
+bool iobuf_reserve(IoBuf *b, size_t need) __attribute__((warn_unused_result));
+
+/* Appends bytes; false on out-of-memory (buffer unchanged). */
+bool iobuf_append(IoBuf *b, const void *p, size_t n) __attribute__((warn_unused_result));
+
+/* Marks n bytes at the head consumed; resets to the block start when empty. */
+void iobuf_consume(IoBuf *b, size_t n);
+
+/* Frees the block if it is empty and bigger than `keep` bytes (idle connections stay small). */
+void iobuf_shrink(IoBuf *b, size_t keep);
+
+void iobuf_free(IoBuf *b);
+
+/* --- ByteWriter: growable output with a sticky error flag ---------------------------- */
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    bool failed; /* set on the first allocation failure; all later writes are no-ops */
+} ByteWriter;
+
+void bw_put(ByteWriter *w, const void *p, size_t n);
+void bw_u8(ByteWriter *w, uint8_t v);
+void bw_u16(ByteWriter *w, uint16_t v); /* network byte order */
+void bw_u32(ByteWriter *w, uint32_t v); /* network byte order */
+void bw_u64(ByteWriter *w, uint64_t v); /* network byte order */
+void bw_cstr(ByteWriter *w, const char *s);     /* with its NUL */
+void bw_cstr_raw(ByteWriter *w, const char *s); /* without its NUL */
+/* Starts a PostgreSQL message: type byte and a length placeholder; returns its offset. */
+size_t bw_msg_begin(ByteWriter *w, char type);
+/* Patches the length of the message begun at `at`. */
+void bw_msg_end(ByteWriter *w, size_t at);
+void bw_reset(ByteWriter *w); /* len = 0, error cleared, memory kept */
+void bw_free(ByteWriter *w);
+
+/* --- ByteReader: bounds-checked reads over an untrusted block ------------------------ */
+
+typedef struct {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+    bool failed; /* set on the first read past the end; later reads return zeros */
+} ByteReader;
+
+static inline void br_init(ByteReader *r, const void *p, size_t len)
+{
+    r->p = p;
+    r->len = len;
+    r->pos = 0;
+    r->failed = false;
+}
+
+static inline size_t br_left(const ByteReader *r)
+{
+    return r->failed ? 0 : r->len - r->pos;
+}
+
+uint8_t br_u8(ByteReader *r);
+uint16_t br_u16(ByteReader *r);
+int16_t br_i16(ByteReader *r);
+uint32_t br_u32(ByteReader *r);
+int32_t br_i32(ByteReader *r);
+uint64_t br_u64(ByteReader *r);
+/* Returns a pointer to n bytes inside the block and skips them, or NULL. */
+const uint8_t *br_bytes(ByteReader *r, size_t n);
+/* Returns a NUL-terminated string inside the block (and its length), or NULL. */
+const char *br_cstr(ByteReader *r, size_t *len_out);
+
+static inline uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline uint16_t be16(const uint8_t *p)
+{
+    return (uint16_t)(((uint16_t)p[0] << 8) | p[1]);
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+#endif

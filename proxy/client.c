@@ -1,0 +1,810 @@
+/*
+ * client.c — a client connection and its server connection: non-blocking sockets on the
+ * worker's libev loop, bounded buffers with back-pressure in both directions, the start-up
+ * packet (SSL/GSS refusal, cancel forwarding), and the byte-for-byte authentication relay.
+ */
+#include "proxy/client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+#define READ_CHUNK   (64 * 1024)  /* bytes asked of read(2) at once */
+#define IN_HOLD_MAX  (256 * 1024) /* stop reading a side once this much is unprocessed */
+#define OUT_HIGH     (256 * 1024) /* stop producing for a side above this much queued */
+#define IDLE_KEEP    (64 * 1024)  /* buffers above this are freed when they empty */
+#define STREAM_MIN   (16 * 1024)  /* DataRow/CopyData at least this long may be streamed */
+#define CONNECT_TIMEOUT_MS 10000
+#define CLOSING_TIMEOUT_MS 5000
+
+static void on_client_read(struct ev_loop *loop, ev_io *w, int revents);
+static void on_client_write(struct ev_loop *loop, ev_io *w, int revents);
+static void on_server_read(struct ev_loop *loop, ev_io *w, int revents);
+static void on_server_write(struct ev_loop *loop, ev_io *w, int revents);
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents);
+static void client_run(Client *c);
+
+static const Config *cfg_of(const Client *c)
+{
+    return c->worker->snap->cfg;
+}
+
+/* The only place that writes c->state. */
+static void client_set_state(Client *c, ClientState state)
+{
+    c->state = state;
+}
+
+static void set_io(Client *c, ev_io *w, bool on)
+{
+    if (on)
+        ev_io_start(c->worker->loop, w);
+    else
+        ev_io_stop(c->worker->loop, w);
+}
+
+Client *client_new(Worker *w, int fd)
+{
+    Client *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
+    }
+    const Config *cfg = w->snap->cfg;
+    c->worker = w;
+    c->id = atomic_fetch_add(&rt.next_client_id, 1) + 1;
+    c->cfd = fd;
+    c->sfd = -1;
+    c->last_activity_ms = clock_ms();
+    pg_framer_init(&c->c_framer, cfg->limits.max_message_bytes, STREAM_MIN);
+    pg_framer_init(&c->s_framer, cfg->limits.max_message_bytes, STREAM_MIN);
+    request_init(&c->req);
+
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0) {
+        if (peer.ss_family == AF_INET) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&peer;
+            inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+            port = ntohs(in->sin_port);
+        } else if (peer.ss_family == AF_INET6) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&peer;
+            inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+            port = ntohs(in6->sin6_port);
+        }
+    }
+    snprintf(c->ident, sizeof c->ident, "c%llu %s:%d", (unsigned long long)c->id, host, port);
+
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+
+    ev_io_init(&c->c_rd, on_client_read, fd, EV_READ);
+    ev_io_init(&c->c_wr, on_client_write, fd, EV_WRITE);
+    c->c_rd.data = c->c_wr.data = c;
+    ev_init(&c->timer, on_timer);
+    c->timer.data = c;
+    c->timer.repeat = (double)cfg->limits.auth_timeout_ms / 1000.0;
+    ev_timer_again(w->loop, &c->timer);
+
+    client_set_state(c, CS_STARTUP);
+    atomic_fetch_add(&rt.clients, 1);
+    atomic_fetch_add(&rt.clients_total, 1);
+    set_io(c, &c->c_rd, true);
+    return c;
+}
+
+void client_free(Client *c)
+{
+    if (!c)
+        return;
+    iobuf_free(&c->c_in);
+    iobuf_free(&c->c_out);
+    iobuf_free(&c->s_in);
+    iobuf_free(&c->s_out);
+    request_free(&c->req);
+    free(c->startup);
+    free(c->user);
+    free(c->database);
+    free(c);
+}
+
+static void close_server(Client *c)
+{
+    if (c->sfd < 0)
+        return;
+    struct ev_loop *loop = c->worker->loop;
+    ev_io_stop(loop, &c->s_rd);
+    ev_io_stop(loop, &c->s_wr);
+    close(c->sfd);
+    c->sfd = -1;
+    atomic_fetch_sub(&rt.servers, 1);
+}
+
+void client_close(Client *c, const char *why)
+{
+    if (c->state == CS_DEAD)
+        return;
+    if (why)
+        LOG_AT(LOG_DEBUG, c->ident, "closing: %s", why);
+    struct ev_loop *loop = c->worker->loop;
+    /* A server that saw no Terminate logs an "unexpected EOF"; say goodbye when we can. */
+    if (c->sfd >= 0 && c->state == CS_READY && !c->terminate_sent) {
+        static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+        ssize_t n = write(c->sfd, terminate, sizeof terminate);
+        (void)n;
+    }
+    close_server(c);
+    ev_io_stop(loop, &c->c_rd);
+    ev_io_stop(loop, &c->c_wr);
+    ev_timer_stop(loop, &c->timer);
+    close(c->cfd);
+    c->cfd = -1;
+    client_set_state(c, CS_DEAD);
+    atomic_fetch_sub(&rt.clients, 1);
+    worker_park_client(c->worker, c);
+}
+
+static void fail_with(Client *c, const char *severity, const char *sqlstate, const char *msg)
+{
+    if (c->state == CS_DEAD || c->state == CS_CLOSING)
+        return;
+    ByteWriter w = {0};
+    pg_write_error(&w, severity, sqlstate, msg, NULL);
+    bool ok = !w.failed && iobuf_append(&c->c_out, w.data, w.len);
+    bw_free(&w);
+    close_server(c);
+    if (!ok) {
+        client_close(c, "out of memory");
+        return;
+    }
+    client_set_state(c, CS_CLOSING);
+    c->timer.repeat = CLOSING_TIMEOUT_MS / 1000.0;
+    ev_timer_again(c->worker->loop, &c->timer);
+}
+
+void client_fail(Client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->state == CS_DEAD || c->state == CS_CLOSING)
+        return;
+    LOG_AT(LOG_INFO, c->ident, "closing with %s: %s", sqlstate, msg);
+    if (strcmp(sqlstate, "08P01") == 0)
+        STAT_INC(c->worker->stats.protocol_errors);
+    fail_with(c, "FATAL", sqlstate, msg);
+}
+
+bool client_send(Client *c, const void *p, size_t n)
+{
+    if (iobuf_append(&c->c_out, p, n))
+        return true;
+    client_close(c, "out of memory");
+    return false;
+}
+
+bool server_send(Client *c, const void *p, size_t n)
+{
+    if (iobuf_append(&c->s_out, p, n))
+        return true;
+    client_close(c, "out of memory");
+    return false;
+}
+
+bool client_is_idle(const Client *c)
+{
+    return c->state == CS_READY && request_is_idle(&c->req) && iobuf_len(&c->c_in) == 0;
+}
+
+/* --- socket I/O ------------------------------------------------------------------------ */
+
+typedef enum { IO_OK, IO_EOF, IO_ERROR } IoResult;
+
+/* Reads what the socket has (one read(2)); `limit` bounds the buffer. */
+static IoResult read_into(int fd, IoBuf *b, size_t *got)
+{
+    *got = 0;
+    if (!iobuf_reserve(b, READ_CHUNK))
+        return IO_ERROR;
+    ssize_t n = read(fd, b->data + b->end, b->cap - b->end);
+    if (n > 0) {
+        b->end += (size_t)n;
+        *got = (size_t)n;
+        return IO_OK;
+    }
+    if (n == 0)
+        return IO_EOF;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return IO_OK;
+    return IO_ERROR;
+}
+
+static IoResult write_from(int fd, IoBuf *b)
+{
+    while (iobuf_len(b) > 0) {
+        ssize_t n = send(fd, iobuf_head(b), iobuf_len(b), MSG_NOSIGNAL);
+        if (n > 0) {
+            iobuf_consume(b, (size_t)n);
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return IO_OK;
+        if (n < 0 && errno == EINTR)
+            continue;
+        return IO_ERROR;
+    }
+    iobuf_shrink(b, IDLE_KEEP);
+    return IO_OK;
+}
+
+static size_t in_limit(size_t need)
+{
+    return need > IN_HOLD_MAX ? need : IN_HOLD_MAX;
+}
+
+static bool want_client_read(const Client *c)
+{
+    switch (c->state) {
+    case CS_STARTUP:
+    case CS_AUTH:
+    case CS_READY:
+        return iobuf_len(&c->c_in) < in_limit(c->c_need) && iobuf_len(&c->s_out) < OUT_HIGH;
+    default:
+        return false;
+    }
+}
+
+static bool want_server_read(const Client *c)
+{
+    switch (c->state) {
+    case CS_AUTH:
+    case CS_READY:
+        return iobuf_len(&c->s_in) < in_limit(c->s_need) && iobuf_len(&c->c_out) < OUT_HIGH;
+    case CS_CANCEL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void update_watchers(Client *c)
+{
+    if (c->state == CS_DEAD)
+        return;
+    set_io(c, &c->c_rd, want_client_read(c));
+    set_io(c, &c->c_wr, iobuf_len(&c->c_out) > 0);
+    if (c->sfd >= 0) {
+        set_io(c, &c->s_rd, want_server_read(c));
+        set_io(c, &c->s_wr, iobuf_len(&c->s_out) > 0 || c->state == CS_CONNECTING);
+    }
+}
+
+/* Writes what is queued on both sides. False when the client was closed. */
+static bool flush(Client *c)
+{
+    if (c->sfd >= 0 && iobuf_len(&c->s_out) > 0 && c->state != CS_CONNECTING) {
+        if (write_from(c->sfd, &c->s_out) == IO_ERROR) {
+            if (c->state == CS_CANCEL) {
+                client_close(c, "cancel forwarded");
+                return false;
+            }
+            client_fail(c, "08006", "lost connection to upstream PostgreSQL at %s: %s",
+                        c->worker->snap->upstream_desc, strerror(errno));
+        }
+    }
+    if (iobuf_len(&c->c_out) > 0) {
+        if (write_from(c->cfd, &c->c_out) == IO_ERROR) {
+            client_close(c, "client write failed");
+            return false;
+        }
+    }
+    if (c->state == CS_CLOSING && iobuf_len(&c->c_out) == 0) {
+        client_close(c, NULL);
+        return false;
+    }
+    if (c->terminate_sent && iobuf_len(&c->s_out) == 0) {
+        client_close(c, "client terminated");
+        return false;
+    }
+    return true;
+}
+
+/* --- upstream connection --------------------------------------------------------------- */
+
+static void fail_upstream(Client *c, const char *reason)
+{
+    STAT_INC(c->worker->stats.upstream_errors);
+    const char *desc = c->worker->snap->upstream_desc;
+    LOG_AT(LOG_WARN, c->ident, "cannot connect to upstream %s: %s", desc, reason);
+    if (c->state == CS_CANCEL) {
+        client_close(c, "cancel: upstream unreachable");
+        return;
+    }
+    char msg[600];
+    snprintf(msg, sizeof msg, "pgstash could not connect to upstream PostgreSQL at %s: %s", desc,
+             reason);
+    fail_with(c, "FATAL", "08006", msg);
+}
+
+static void server_connected(Client *c)
+{
+    if (c->state == CS_CONNECTING) {
+        client_set_state(c, CS_AUTH);
+        if (!server_send(c, c->startup, c->startup_len))
+            return;
+    } else {
+        /* CS_CANCEL: the cancel packet is the whole conversation. */
+        if (!server_send(c, c->startup, c->startup_len))
+            return;
+    }
+    free(c->startup);
+    c->startup = NULL;
+    c->startup_len = 0;
+}
+
+static void server_connect(Client *c)
+{
+    const Snapshot *snap = c->worker->snap;
+    int family = snap->upstream.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fail_upstream(c, strerror(errno));
+        return;
+    }
+    if (family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    }
+    c->sfd = fd;
+    atomic_fetch_add(&rt.servers, 1);
+    ev_io_init(&c->s_rd, on_server_read, fd, EV_READ);
+    ev_io_init(&c->s_wr, on_server_write, fd, EV_WRITE);
+    c->s_rd.data = c->s_wr.data = c;
+    int rc = connect(fd, (const struct sockaddr *)&snap->upstream, snap->upstream_len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close_server(c);
+        fail_upstream(c, strerror(err));
+        return;
+    }
+    c->connecting = true;
+    c->timer.repeat = CONNECT_TIMEOUT_MS / 1000.0;
+    ev_timer_again(c->worker->loop, &c->timer);
+}
+
+/* s_wr fired while connecting: the connect finished, well or badly. */
+static void finish_connect(Client *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->sfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err == EINPROGRESS)
+        return;
+    c->connecting = false;
+    if (err != 0) {
+        close_server(c);
+        fail_upstream(c, strerror(err));
+        return;
+    }
+    const Config *cfg = cfg_of(c);
+    c->timer.repeat = (double)cfg->limits.auth_timeout_ms / 1000.0;
+    ev_timer_again(c->worker->loop, &c->timer);
+    server_connected(c);
+}
+
+/* --- start-up packet ------------------------------------------------------------------- */
+
+static char *dup_str(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/*
+ * Parses the StartupMessage parameters (key\0value\0 ... \0) for user and database.
+ * False (client failed) when malformed.
+ */
+static bool parse_startup_params(Client *c, const uint8_t *p, size_t len)
+{
+    ByteReader r;
+    br_init(&r, p + 8, len - 8);
+    const char *user = NULL, *database = NULL;
+    for (;;) {
+        size_t klen;
+        const char *key = br_cstr(&r, &klen);
+        if (!key) {
+            client_fail(c, "08P01", "invalid startup packet layout: expected terminator as last "
+                                    "byte");
+            return false;
+        }
+        if (klen == 0)
+            break;
+        const char *value = br_cstr(&r, NULL);
+        if (!value) {
+            client_fail(c, "08P01", "invalid startup packet layout: expected terminator as last "
+                                    "byte");
+            return false;
+        }
+        if (strcmp(key, "user") == 0)
+            user = value;
+        else if (strcmp(key, "database") == 0)
+            database = value;
+        else if (strcmp(key, "replication") == 0 && strcmp(value, "false") != 0 &&
+                 strcmp(value, "0") != 0 && strcmp(value, "off") != 0 &&
+                 strcmp(value, "no") != 0)
+            c->replication = true;
+    }
+    if (br_left(&r) != 0) {
+        client_fail(c, "08P01", "invalid startup packet layout: expected terminator as last byte");
+        return false;
+    }
+    if (!user || !*user) {
+        client_fail(c, "28000", "no PostgreSQL user name specified in startup packet");
+        return false;
+    }
+    c->user = dup_str(user);
+    c->database = dup_str(database && *database ? database : user);
+    if (!c->user || !c->database) {
+        client_close(c, "out of memory");
+        return false;
+    }
+    snprintf(c->ident, sizeof c->ident, "c%llu %s@%s", (unsigned long long)c->id, c->user,
+             c->database);
+    return true;
+}
+
+/* Handles the client's first packet(s) in CS_STARTUP. */
+static void handle_startup(Client *c)
+{
+    const Config *cfg = cfg_of(c);
+    while (c->state == CS_STARTUP && iobuf_len(&c->c_in) >= 4) {
+        const uint8_t *p = iobuf_head(&c->c_in);
+        uint32_t len = be32(p);
+        if (len < 8 || len > cfg->limits.max_startup_bytes) {
+            client_fail(c, "08P01", "invalid length of startup packet");
+            return;
+        }
+        if (iobuf_len(&c->c_in) < len) {
+            c->c_need = len;
+            return;
+        }
+        c->c_need = 0;
+        uint32_t code = be32(p + 4);
+        if (code == PG_SSL_REQUEST || code == PG_GSSENC_REQUEST) {
+            if (len != 8) {
+                client_fail(c, "08P01", "invalid length of startup packet");
+                return;
+            }
+            iobuf_consume(&c->c_in, len);
+            if (!client_send(c, "N", 1))
+                return;
+            continue;
+        }
+        if (code == PG_CANCEL_REQUEST) {
+            if (len != 16) {
+                client_fail(c, "08P01", "invalid length of cancel request packet");
+                return;
+            }
+            c->startup = malloc(len);
+            if (!c->startup) {
+                client_close(c, "out of memory");
+                return;
+            }
+            memcpy(c->startup, p, len);
+            c->startup_len = len;
+            iobuf_consume(&c->c_in, len);
+            client_set_state(c, CS_CANCEL);
+            LOG_AT(LOG_DEBUG, c->ident, "forwarding cancel request");
+            server_connect(c);
+            return;
+        }
+        uint32_t major = code >> 16, minor = code & 0xffff;
+        if (major != 3) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0", major,
+                     minor);
+            fail_with(c, "FATAL", "0A000", msg);
+            return;
+        }
+        if (!parse_startup_params(c, p, len))
+            return;
+        c->startup = malloc(len);
+        if (!c->startup) {
+            client_close(c, "out of memory");
+            return;
+        }
+        memcpy(c->startup, p, len);
+        c->startup_len = len;
+        iobuf_consume(&c->c_in, len);
+        client_set_state(c, CS_CONNECTING);
+        LOG_AT(LOG_DEBUG, c->ident, "startup");
+        server_connect(c);
+        return;
+    }
+}
+
+/* --- authentication relay -------------------------------------------------------------- */
+
+/* Relays whole messages from `in` to the other side until something must wait. Returns
+ * true when it consumed anything. */
+static bool relay_auth_client(Client *c)
+{
+    bool progress = false;
+    while (c->state == CS_AUTH && iobuf_len(&c->s_out) < OUT_HIGH) {
+        Frame f;
+        pg_framer_next(&c->c_framer, iobuf_head(&c->c_in), iobuf_len(&c->c_in), &f);
+        if (f.kind == FRAME_NEED_MORE) {
+            c->c_need = f.need;
+            break;
+        }
+        if (f.kind != FRAME_MESSAGE) {
+            client_fail(c, "08P01", "invalid message length during authentication");
+            break;
+        }
+        c->c_need = 0;
+        if (!server_send(c, f.p, f.n))
+            break;
+        if (f.type == 'X')
+            c->terminate_sent = true;
+        iobuf_consume(&c->c_in, f.n);
+        progress = true;
+    }
+    return progress;
+}
+
+static bool relay_auth_server(Client *c)
+{
+    bool progress = false;
+    while (c->state == CS_AUTH && iobuf_len(&c->c_out) < OUT_HIGH) {
+        Frame f;
+        pg_framer_next(&c->s_framer, iobuf_head(&c->s_in), iobuf_len(&c->s_in), &f);
+        if (f.kind == FRAME_NEED_MORE) {
+            c->s_need = f.need;
+            break;
+        }
+        if (f.kind != FRAME_MESSAGE) {
+            client_fail(c, "08P01", "upstream sent an invalid message during authentication");
+            break;
+        }
+        c->s_need = 0;
+        if (!client_send(c, f.p, f.n))
+            break;
+        iobuf_consume(&c->s_in, f.n);
+        progress = true;
+        if (f.type == 'E') {
+            c->server_errored = true;
+        } else if (f.type == 'Z' && f.n == 6) {
+            c->req.tx_status = (char)f.p[5];
+            client_set_state(c, CS_READY);
+            const Config *cfg = cfg_of(c);
+            ev_timer_stop(c->worker->loop, &c->timer);
+            if (cfg->limits.idle_timeout_ms > 0) {
+                c->timer.repeat = (double)cfg->limits.idle_timeout_ms / 1000.0;
+                ev_timer_again(c->worker->loop, &c->timer);
+            }
+            LOG_AT(LOG_DEBUG, c->ident, "authenticated");
+        }
+    }
+    return progress;
+}
+
+/* --- ready: hand frames to the request path -------------------------------------------- */
+
+static bool process_server_ready(Client *c)
+{
+    bool progress = false;
+    while (c->state == CS_READY && iobuf_len(&c->c_out) < OUT_HIGH && iobuf_len(&c->s_in) > 0) {
+        Frame f;
+        pg_framer_next(&c->s_framer, iobuf_head(&c->s_in), iobuf_len(&c->s_in), &f);
+        if (f.kind == FRAME_NEED_MORE) {
+            c->s_need = f.need;
+            break;
+        }
+        if (f.kind == FRAME_BAD) {
+            client_fail(c, "08P01", "upstream sent an invalid message (type '%c', length %u)",
+                        f.type, f.len);
+            break;
+        }
+        c->s_need = 0;
+        size_t n = f.n;
+        if (!request_server_frame(c, &f))
+            break;
+        iobuf_consume(&c->s_in, n);
+        progress = true;
+    }
+    return progress;
+}
+
+/*
+ * Runs every side's pending input through the current state, then writes. Loops because
+ * a server answer may release held client input and the other way round.
+ */
+static void client_run(Client *c)
+{
+    for (int guard = 0; guard < 64 && c->state != CS_DEAD; guard++) {
+        size_t c_before = iobuf_len(&c->c_in), s_before = iobuf_len(&c->s_in);
+        bool progress = false;
+        switch (c->state) {
+        case CS_STARTUP:
+            handle_startup(c);
+            break;
+        case CS_AUTH:
+            progress |= relay_auth_server(c);
+            progress |= relay_auth_client(c);
+            break;
+        case CS_READY:
+            progress |= process_server_ready(c);
+            if (c->state == CS_READY)
+                request_client_input(c);
+            break;
+        default:
+            break;
+        }
+        if (c->state == CS_DEAD)
+            return;
+        if (!flush(c))
+            return;
+        progress |= iobuf_len(&c->c_in) != c_before || iobuf_len(&c->s_in) != s_before;
+        if (!progress)
+            break;
+    }
+    update_watchers(c);
+}
+
+void client_kick(Client *c)
+{
+    if (c->state != CS_DEAD)
+        client_run(c);
+}
+
+/* --- libev callbacks ------------------------------------------------------------------- */
+
+static void on_client_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    Client *c = w->data;
+    size_t got;
+    IoResult r = read_into(c->cfd, &c->c_in, &got);
+    if (r != IO_OK) {
+        client_close(c, r == IO_EOF ? "client disconnected" : "client read error");
+        return;
+    }
+    if (got) {
+        c->last_activity_ms = clock_ms();
+    }
+    client_run(c);
+}
+
+static void on_client_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    Client *c = w->data;
+    client_run(c);
+}
+
+static void on_server_eof(Client *c, bool error)
+{
+    if (c->state == CS_CANCEL) {
+        client_close(c, "cancel forwarded");
+        return;
+    }
+    /* Hand over whatever was already read, ignoring back-pressure: it is bounded. */
+    if (c->state == CS_READY)
+        while (iobuf_len(&c->s_in) > 0 && c->state == CS_READY) {
+            Frame f;
+            pg_framer_next(&c->s_framer, iobuf_head(&c->s_in), iobuf_len(&c->s_in), &f);
+            if (f.kind != FRAME_MESSAGE && f.kind != FRAME_PIECE)
+                break;
+            size_t n = f.n;
+            if (!request_server_frame(c, &f))
+                return;
+            iobuf_consume(&c->s_in, n);
+        }
+    else if (c->state == CS_AUTH)
+        relay_auth_server(c);
+    if (c->state == CS_DEAD || c->state == CS_CLOSING)
+        return;
+    close_server(c);
+    if (c->server_errored) {
+        client_set_state(c, CS_CLOSING);
+        c->timer.repeat = CLOSING_TIMEOUT_MS / 1000.0;
+        ev_timer_again(c->worker->loop, &c->timer);
+        return;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg, "upstream PostgreSQL at %s closed the connection unexpectedly%s",
+             c->worker->snap->upstream_desc, error ? " (read error)" : "");
+    LOG_AT(LOG_INFO, c->ident, "%s", msg);
+    fail_with(c, "FATAL", "08006", msg);
+}
+
+static void on_server_read(struct ev_loop *loop, ev_io *w, int revents)
+{
+    Client *c = w->data;
+    size_t got;
+    IoResult r = read_into(c->sfd, &c->s_in, &got);
+    if (r != IO_OK) {
+        on_server_eof(c, r == IO_ERROR);
+        if (c->state != CS_DEAD)
+            client_run(c);
+        return;
+    }
+    client_run(c);
+}
+
+static void on_server_write(struct ev_loop *loop, ev_io *w, int revents)
+{
+    Client *c = w->data;
+    if (c->connecting) {
+        finish_connect(c);
+        if (c->state == CS_DEAD)
+            return;
+    }
+    client_run(c);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    Client *c = w->data;
+    const Config *cfg = cfg_of(c);
+    switch (c->state) {
+    case CS_STARTUP:
+    case CS_AUTH:
+        client_fail(c, "08006", "timeout: the client did not finish start-up in time");
+        break;
+    case CS_CONNECTING:
+        close_server(c);
+        fail_upstream(c, "connection timed out");
+        break;
+    case CS_CANCEL:
+        client_close(c, "cancel timed out");
+        return;
+    case CS_CLOSING:
+        client_close(c, "closing timed out");
+        return;
+    case CS_READY: {
+        int64_t idle = cfg->limits.idle_timeout_ms;
+        if (idle <= 0) {
+            ev_timer_stop(loop, w);
+            return;
+        }
+        int64_t quiet = clock_ms() - c->last_activity_ms;
+        if (quiet < idle) {
+            w->repeat = (double)(idle - quiet) / 1000.0;
+            ev_timer_again(loop, w);
+            return;
+        }
+        if (iobuf_len(&c->c_in) > 0)
+            client_fail(c, "08P01", "timeout waiting for the rest of a message");
+        else if (request_is_idle(&c->req))
+            client_fail(c, "57P05", "terminating connection due to idle-session timeout");
+        else {
+            /* A statement is running: the server is busy, not the client. */
+            w->repeat = (double)idle / 1000.0;
+            ev_timer_again(loop, w);
+            return;
+        }
+        break;
+    }
+    case CS_DEAD:
+        return;
+    }
+    if (c->state != CS_DEAD)
+        client_run(c);
+}

@@ -1,0 +1,260 @@
+/*
+ * worker.c — a worker thread: accepts on its own SO_REUSEPORT socket, runs its clients on
+ * its own libev loop, frees closed clients before the loop blocks, picks up new config
+ * snapshots between iterations, and drains on shutdown.
+ */
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/client.h"
+#include "proxy/log.h"
+#include "proxy/store.h"
+#include "sqlparse/sqlparse.h"
+
+#define MEMO_CAPACITY 8192
+
+static LogRateLimit accept_rl;
+
+bool worker_listen(Worker *w, const HostPort *addr, char *err, size_t errlen)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", addr->port);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int rc = getaddrinfo(addr->host[0] ? addr->host : NULL, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "listen %s:%d: %s", addr->host, addr->port, gai_strerror(rc));
+        return false;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail_errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        goto fail_errno;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0)
+        goto fail_errno;
+    if (listen(fd, 1024) < 0)
+        goto fail_errno;
+    freeaddrinfo(res);
+    w->listen_fd = fd;
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return true;
+
+fail_errno:
+    snprintf(err, errlen, "listen %s:%d: %s", addr->host, addr->port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return false;
+}
+
+void worker_park_client(Worker *w, Client *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = w->dead;
+    w->dead = c;
+    w->n_clients--;
+}
+
+static void reap_dead(Worker *w)
+{
+    Client **link = &w->dead;
+    while (*link) {
+        Client *c = *link;
+        if (c->pending_callbacks > 0) {
+            link = &c->next; /* a Redis reply still points here */
+            continue;
+        }
+        *link = c->next;
+        client_free(c);
+    }
+}
+
+static void stop_listening(Worker *w)
+{
+    if (w->listen_fd < 0)
+        return;
+    ev_io_stop(w->loop, &w->accept_io);
+    ev_timer_stop(w->loop, &w->accept_retry);
+    close(w->listen_fd);
+    w->listen_fd = -1;
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    Worker *w = io->data;
+    const Config *cfg = w->snap->cfg;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED)
+                return;
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: accept-and-close with the spare one so the backlog
+                 * does not keep the loop spinning, then pause accepting briefly. */
+                uint64_t suppressed;
+                if (log_ratelimit(&accept_rl, 5000, &suppressed))
+                    log_error("accept: out of file descriptors; refusing connections "
+                              "(%llu similar suppressed)",
+                              (unsigned long long)suppressed);
+                if (w->spare_fd >= 0) {
+                    close(w->spare_fd);
+                    int tmp = accept(w->listen_fd, NULL, NULL);
+                    if (tmp >= 0)
+                        close(tmp);
+                    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                }
+                ev_io_stop(loop, &w->accept_io);
+                ev_timer_start(loop, &w->accept_retry);
+                return;
+            }
+            log_error("accept: %s", strerror(errno));
+            return;
+        }
+        if (atomic_load(&rt.clients) >= cfg->limits.max_client_conn) {
+            static const char msg[] = "sorry, too many clients already";
+            ByteWriter bw = {0};
+            pg_write_error(&bw, "FATAL", "53300", msg, NULL);
+            if (!bw.failed) {
+                ssize_t n = send(fd, bw.data, bw.len, MSG_NOSIGNAL);
+                (void)n;
+            }
+            bw_free(&bw);
+            close(fd);
+            continue;
+        }
+        Client *c = client_new(w, fd);
+        if (!c)
+            continue;
+        c->next = w->clients;
+        if (w->clients)
+            w->clients->prev = c;
+        w->clients = c;
+        w->n_clients++;
+    }
+}
+
+static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    Worker *w = t->data;
+    if (w->listen_fd >= 0)
+        ev_io_start(loop, &w->accept_io);
+}
+
+/* Closes clients that are idle; after the grace period, all of them. */
+static void drain_step(Worker *w)
+{
+    bool past_grace = clock_ms() >= atomic_load(&rt.shutdown_deadline_ms);
+    Client *c = w->clients;
+    while (c) {
+        Client *next = c->next;
+        if (past_grace || c->state != CS_READY || client_is_idle(c))
+            client_close(c, "shutting down");
+        c = next;
+    }
+    if (!w->clients) {
+        if (w->store)
+            store_shutdown(w->store);
+        ev_timer_stop(w->loop, &w->shutdown_tick);
+        ev_async_stop(w->loop, &w->wakeup);
+        ev_prepare_stop(w->loop, &w->before_block);
+        reap_dead(w);
+    }
+}
+
+static void on_shutdown_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    drain_step(t->data);
+}
+
+static void on_wakeup(struct ev_loop *loop, ev_async *a, int revents)
+{
+    Worker *w = a->data;
+    if (atomic_load(&rt.shutting_down) && w->listen_fd >= 0) {
+        stop_listening(w);
+        ev_timer_start(loop, &w->shutdown_tick);
+        drain_step(w);
+    }
+}
+
+static void on_before_block(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    Worker *w = p->data;
+    reap_dead(w);
+    const Snapshot *snap = runtime_snapshot();
+    if (snap != w->snap) {
+        w->snap = snap;
+        if (w->store)
+            store_reconfigure(w->store, snap->cfg);
+    }
+    atomic_store(&w->seen_gen, w->snap->gen);
+    store_tick(w->store);
+}
+
+static void *worker_main(void *arg)
+{
+    Worker *w = arg;
+    ev_run(w->loop, 0);
+    reap_dead(w);
+    store_free(w->store);
+    w->store = NULL;
+    sqlparse_memo_free(w->memo);
+    w->memo = NULL;
+    atomic_store(&w->finished, true);
+    return NULL;
+}
+
+bool worker_start(Worker *w)
+{
+    w->loop = ev_loop_new(EVFLAG_AUTO);
+    if (!w->loop)
+        return false;
+    w->snap = runtime_snapshot();
+    atomic_store(&w->seen_gen, w->snap->gen);
+    w->memo = sqlparse_memo_new(MEMO_CAPACITY);
+    w->store = store_new(w, w->snap->cfg);
+    if (!w->memo || !w->store)
+        return false;
+
+    ev_io_init(&w->accept_io, on_accept, w->listen_fd, EV_READ);
+    w->accept_io.data = w;
+    ev_io_start(w->loop, &w->accept_io);
+    ev_timer_init(&w->accept_retry, on_accept_retry, 0.1, 0.);
+    w->accept_retry.data = w;
+    ev_async_init(&w->wakeup, on_wakeup);
+    w->wakeup.data = w;
+    ev_async_start(w->loop, &w->wakeup);
+    ev_prepare_init(&w->before_block, on_before_block);
+    w->before_block.data = w;
+    ev_prepare_start(w->loop, &w->before_block);
+    ev_timer_init(&w->shutdown_tick, on_shutdown_tick, 0.05, 0.05);
+    w->shutdown_tick.data = w;
+
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0;
+}
+
+void worker_wake(Worker *w)
+{
+    if (w->loop)
+        ev_async_send(w->loop, &w->wakeup);
+}

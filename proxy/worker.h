@@ -1,0 +1,56 @@
+/*
+ * worker.h — one worker thread: its own libev loop, its own SO_REUSEPORT listening socket,
+ * and every client connection it accepted (with that client's server connection) for the
+ * connection's whole life.
+ */
+#ifndef PGSTASH_WORKER_H
+#define PGSTASH_WORKER_H
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "proxy/runtime.h"
+#include "proxy/stats.h"
+
+typedef struct Client Client;
+typedef struct Store Store;
+typedef struct SqlMemo SqlMemo;
+
+typedef struct Worker {
+    int index;                  /* 0 .. workers-1 */
+    pthread_t thread;
+    struct ev_loop *loop;
+    int listen_fd;              /* -1 once closed for shutdown */
+    int spare_fd;               /* kept open to survive EMFILE on accept */
+    ev_io accept_io;            /* readable listening socket */
+    ev_timer accept_retry;      /* re-enables accepting after EMFILE */
+    ev_async wakeup;            /* main thread: shutdown or reload happened */
+    ev_prepare before_block;    /* reaps dead clients, picks up a new snapshot */
+    ev_timer shutdown_tick;     /* while draining: closes idle clients, enforces grace */
+    const Snapshot *snap;       /* snapshot in use this loop iteration */
+    _Atomic uint64_t seen_gen;  /* last snapshot generation this worker picked up */
+    Client *clients;            /* live clients (doubly linked) */
+    Client *dead;               /* closed clients waiting to be freed */
+    int n_clients;
+    Store *store;               /* this worker's Redis connection */
+    SqlMemo *memo;              /* this worker's statement-analysis memo */
+    WorkerStats stats;          /* counters, read racily by the stats reporter */
+    _Atomic bool finished;      /* the loop has exited */
+} Worker;
+
+/* Creates the listening socket of one worker (SO_REUSEPORT). False with err filled. */
+bool worker_listen(Worker *w, const HostPort *addr, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Starts the worker's thread; its loop runs until shutdown drains it. */
+bool worker_start(Worker *w) __attribute__((warn_unused_result));
+
+/* Asks a worker to look at the runtime flags (shutdown) from another thread. */
+void worker_wake(Worker *w);
+
+/* Moves a client to the dead list; it is freed before the loop next blocks. */
+void worker_park_client(Worker *w, Client *c);
+
+#endif
