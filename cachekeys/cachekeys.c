@@ -1,0 +1,136 @@
+/*
+ * cachekeys.c — the canonical serialisation behind cache keys. Each ingredient is written as
+ * a one-byte tag, a 32-bit big-endian length and the bytes (integers as 8 bytes), so no two
+ * different ingredient lists serialise alike; both halves start with a domain string and
+ * CACHEKEY_FORMAT_VERSION. Hashing is incremental (no buffer, no allocation).
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_*: the allocation-free low-level interface */
+#include "cachekeys/cachekeys.h"
+
+#include <openssl/sha.h>
+#include <string.h>
+
+enum {
+    TAG_DATABASE = 1,
+    TAG_USER,
+    TAG_ROLE,
+    TAG_SETTING_COUNT,
+    TAG_SETTING_NAME,
+    TAG_SETTING_VALUE,
+    TAG_SESSION,
+    TAG_PROTOCOL,
+    TAG_TEXT,
+    TAG_PARAM_TYPES,
+    TAG_PARAM_COUNT,
+    TAG_PARAM_FORMAT,
+    TAG_PARAM_VALUE,
+    TAG_PARAM_NULL,
+    TAG_RESULT_FORMATS,
+    TAG_TABLE_COUNT,
+    TAG_TABLE_NAME,
+    TAG_TABLE_VERSION,
+    TAG_EPOCH,
+};
+
+static void put_header(SHA256_CTX *ctx, unsigned char tag, size_t len)
+{
+    unsigned char h[5] = {tag, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                          (unsigned char)(len >> 8), (unsigned char)len};
+    SHA256_Update(ctx, h, sizeof h);
+}
+
+static void put_bytes(SHA256_CTX *ctx, unsigned char tag, const void *p, size_t len)
+{
+    put_header(ctx, tag, len);
+    if (len)
+        SHA256_Update(ctx, p, len);
+}
+
+static void put_str(SHA256_CTX *ctx, unsigned char tag, const char *s)
+{
+    put_bytes(ctx, tag, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void put_u64(SHA256_CTX *ctx, unsigned char tag, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (56 - 8 * i));
+    put_bytes(ctx, tag, b, sizeof b);
+}
+
+static void put_domain(SHA256_CTX *ctx, const char *domain)
+{
+    SHA256_Update(ctx, domain, strlen(domain) + 1);
+    unsigned char v = CACHEKEY_FORMAT_VERSION;
+    SHA256_Update(ctx, &v, 1);
+}
+
+void cachekey_session(const CacheKeySession *s, CacheDigest *out)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    put_domain(&ctx, "pgstash/session");
+    put_str(&ctx, TAG_DATABASE, s->database);
+    put_str(&ctx, TAG_USER, s->user);
+    put_str(&ctx, TAG_ROLE, s->role);
+    put_u64(&ctx, TAG_SETTING_COUNT, s->n_settings);
+    for (size_t i = 0; i < s->n_settings; i++) {
+        put_str(&ctx, TAG_SETTING_NAME, s->settings[i].name);
+        put_str(&ctx, TAG_SETTING_VALUE, s->settings[i].value);
+    }
+    SHA256_Final(out->bytes, &ctx);
+}
+
+void cachekey_compute(const CacheDigest *session, const CacheKeyQuery *q, CacheDigest *out)
+{
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    put_domain(&ctx, "pgstash/key");
+    put_bytes(&ctx, TAG_SESSION, session->bytes, CACHEKEY_LEN);
+    put_u64(&ctx, TAG_PROTOCOL, (uint64_t)q->protocol);
+    put_bytes(&ctx, TAG_TEXT, q->text, q->text_len);
+
+    unsigned char oid[4];
+    put_header(&ctx, TAG_PARAM_TYPES, q->n_param_types * 4);
+    for (size_t i = 0; i < q->n_param_types; i++) {
+        uint32_t v = q->param_types[i];
+        oid[0] = (unsigned char)(v >> 24);
+        oid[1] = (unsigned char)(v >> 16);
+        oid[2] = (unsigned char)(v >> 8);
+        oid[3] = (unsigned char)v;
+        SHA256_Update(&ctx, oid, 4);
+    }
+    put_u64(&ctx, TAG_PARAM_COUNT, q->n_params);
+    for (size_t i = 0; i < q->n_params; i++) {
+        put_u64(&ctx, TAG_PARAM_FORMAT, (uint64_t)(uint16_t)q->param_formats[i]);
+        if (q->params[i].len < 0)
+            put_header(&ctx, TAG_PARAM_NULL, 0);
+        else
+            put_bytes(&ctx, TAG_PARAM_VALUE, q->params[i].data, (size_t)q->params[i].len);
+    }
+    unsigned char fmt[2];
+    put_header(&ctx, TAG_RESULT_FORMATS, q->n_result_formats * 2);
+    for (size_t i = 0; i < q->n_result_formats; i++) {
+        fmt[0] = (unsigned char)((uint16_t)q->result_formats[i] >> 8);
+        fmt[1] = (unsigned char)q->result_formats[i];
+        SHA256_Update(&ctx, fmt, 2);
+    }
+    put_u64(&ctx, TAG_TABLE_COUNT, q->n_tables);
+    for (size_t i = 0; i < q->n_tables; i++) {
+        put_str(&ctx, TAG_TABLE_NAME, q->tables[i].name);
+        put_u64(&ctx, TAG_TABLE_VERSION, q->tables[i].version);
+    }
+    put_u64(&ctx, TAG_EPOCH, q->epoch);
+    SHA256_Final(out->bytes, &ctx);
+}
+
+void cachekey_hex(const CacheDigest *d, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < CACHEKEY_LEN; i++) {
+        out[2 * i] = hex[d->bytes[i] >> 4];
+        out[2 * i + 1] = hex[d->bytes[i] & 15];
+    }
+    out[CACHEKEY_HEX_LEN] = 0;
+}
