@@ -134,7 +134,9 @@ Config *config_defaults(void);
 /*
  * Reads and validates a YAML file. On success stores a new Config (caller frees with
  * config_free) in *out and returns true. On failure returns false and writes one line,
- * "FILE:LINE: what is wrong", into err (CONFIG_ERR_LEN bytes). Unknown keys are errors.
+ * "FILE:LINE: what is wrong", into err (CONFIG_ERR_LEN bytes). Unknown keys are errors, and
+ * so are YAML aliases, files above 16MB, more than 500000 values or nesting deeper than 32.
+ * An empty file gives the defaults.
  */
 bool config_load(const char *path, Config **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
@@ -172,7 +174,8 @@ bool config_parse_size(const char *text, size_t *out) __attribute__((warn_unused
  * password is wiped first); NULL and repeated calls are fine. */
 void config_redis_url_clear(RedisUrl *url);
 
-/* Rules for a bare table / function name, or NULL. Binary search; no allocation. */
+/* Rules for a bare table / function name, or NULL. Binary search; no allocation: the
+ * rule belongs to cfg and lives as long as it. */
 const TableRule *config_table(const Config *cfg, const char *name);
 const FunctionRule *config_function(const Config *cfg, const char *name);
 
