@@ -82,47 +82,63 @@ void cachekey_session(const CacheKeySession *s, CacheDigest *out)
     SHA256_Final(out->bytes, &ctx);
 }
 
-void cachekey_compute(const CacheDigest *session, const CacheKeyQuery *q, CacheDigest *out)
+_Static_assert(sizeof(SHA256_CTX) <= sizeof(CacheKeyPartial), "CacheKeyPartial too small");
+
+void cachekey_partial(const CacheDigest *session, const CacheKeyQuery *q, CacheKeyPartial *out)
 {
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    put_domain(&ctx, "pgstash/key");
-    put_bytes(&ctx, TAG_SESSION, session->bytes, CACHEKEY_LEN);
-    put_u64(&ctx, TAG_PROTOCOL, (uint64_t)q->protocol);
-    put_bytes(&ctx, TAG_TEXT, q->text, q->text_len);
+    SHA256_CTX *ctx = (SHA256_CTX *)out->state;
+    SHA256_Init(ctx);
+    put_domain(ctx, "pgstash/key");
+    put_bytes(ctx, TAG_SESSION, session->bytes, CACHEKEY_LEN);
+    put_u64(ctx, TAG_PROTOCOL, (uint64_t)q->protocol);
+    put_bytes(ctx, TAG_TEXT, q->text, q->text_len);
 
     unsigned char oid[4];
-    put_header(&ctx, TAG_PARAM_TYPES, q->n_param_types * 4);
+    put_header(ctx, TAG_PARAM_TYPES, q->n_param_types * 4);
     for (size_t i = 0; i < q->n_param_types; i++) {
         uint32_t v = q->param_types[i];
         oid[0] = (unsigned char)(v >> 24);
         oid[1] = (unsigned char)(v >> 16);
         oid[2] = (unsigned char)(v >> 8);
         oid[3] = (unsigned char)v;
-        SHA256_Update(&ctx, oid, 4);
+        SHA256_Update(ctx, oid, 4);
     }
-    put_u64(&ctx, TAG_PARAM_COUNT, q->n_params);
+    put_u64(ctx, TAG_PARAM_COUNT, q->n_params);
     for (size_t i = 0; i < q->n_params; i++) {
-        put_u64(&ctx, TAG_PARAM_FORMAT, (uint64_t)(uint16_t)q->param_formats[i]);
+        put_u64(ctx, TAG_PARAM_FORMAT, (uint64_t)(uint16_t)q->param_formats[i]);
         if (q->params[i].len < 0)
-            put_header(&ctx, TAG_PARAM_NULL, 0);
+            put_header(ctx, TAG_PARAM_NULL, 0);
         else
-            put_bytes(&ctx, TAG_PARAM_VALUE, q->params[i].data, (size_t)q->params[i].len);
+            put_bytes(ctx, TAG_PARAM_VALUE, q->params[i].data, (size_t)q->params[i].len);
     }
     unsigned char fmt[2];
-    put_header(&ctx, TAG_RESULT_FORMATS, q->n_result_formats * 2);
+    put_header(ctx, TAG_RESULT_FORMATS, q->n_result_formats * 2);
     for (size_t i = 0; i < q->n_result_formats; i++) {
         fmt[0] = (unsigned char)((uint16_t)q->result_formats[i] >> 8);
         fmt[1] = (unsigned char)q->result_formats[i];
-        SHA256_Update(&ctx, fmt, 2);
+        SHA256_Update(ctx, fmt, 2);
     }
-    put_u64(&ctx, TAG_TABLE_COUNT, q->n_tables);
-    for (size_t i = 0; i < q->n_tables; i++) {
-        put_str(&ctx, TAG_TABLE_NAME, q->tables[i].name);
-        put_u64(&ctx, TAG_TABLE_VERSION, q->tables[i].version);
+}
+
+void cachekey_finish(const CacheKeyPartial *partial, const CacheKeyTable *tables, size_t n_tables,
+                     uint64_t epoch, CacheDigest *out)
+{
+    SHA256_CTX ctx;
+    memcpy(&ctx, partial->state, sizeof ctx);
+    put_u64(&ctx, TAG_TABLE_COUNT, n_tables);
+    for (size_t i = 0; i < n_tables; i++) {
+        put_str(&ctx, TAG_TABLE_NAME, tables[i].name);
+        put_u64(&ctx, TAG_TABLE_VERSION, tables[i].version);
     }
-    put_u64(&ctx, TAG_EPOCH, q->epoch);
+    put_u64(&ctx, TAG_EPOCH, epoch);
     SHA256_Final(out->bytes, &ctx);
+}
+
+void cachekey_compute(const CacheDigest *session, const CacheKeyQuery *q, CacheDigest *out)
+{
+    CacheKeyPartial p;
+    cachekey_partial(session, q, &p);
+    cachekey_finish(&p, q->tables, q->n_tables, q->epoch, out);
 }
 
 void cachekey_hex(const CacheDigest *d, char *out)

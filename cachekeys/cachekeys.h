@@ -70,11 +70,23 @@ typedef struct {
     uint64_t epoch;                /* the global epoch */
 } CacheKeyQuery;
 
+/* The key with everything but table versions and epoch hashed: lets a lookup re-key a
+ * statement under newer versions without its text. Opaque (a SHA-256 state). */
+typedef struct {
+    uint64_t state[16];
+} CacheKeyPartial;
+
 /* Digest of the session half. Call again whenever a session ingredient changes. */
 void cachekey_session(const CacheKeySession *session, CacheDigest *out);
 
 /* The key of one statement execution under a session digest. */
 void cachekey_compute(const CacheDigest *session, const CacheKeyQuery *query, CacheDigest *out);
+
+/* The same in two steps: everything but query->tables/epoch, then those. */
+void cachekey_partial(const CacheDigest *session, const CacheKeyQuery *query,
+                      CacheKeyPartial *out);
+void cachekey_finish(const CacheKeyPartial *partial, const CacheKeyTable *tables, size_t n_tables,
+                     uint64_t epoch, CacheDigest *out);
 
 /* Lower-case hex of a digest; `out` holds CACHEKEY_HEX_LEN + 1 bytes. */
 void cachekey_hex(const CacheDigest *digest, char *out);

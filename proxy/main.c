@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "proxy/catalog.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/report.h"
@@ -138,6 +139,7 @@ static void reload(void)
         log_warn("reload: a new worker count takes effect only after a restart");
     log_configure(cfg->log.level, cfg->log.format);
     atomic_store_explicit(&rt.snap, snap, memory_order_release);
+    catalog_invalidate_all(); /* function volatility and relation kinds are read again */
     old->retired_next = retired;
     retired = old;
     for (int i = 0; i < n_workers; i++)
@@ -318,6 +320,10 @@ int main(int argc, char **argv)
     sigaddset(&handled, SIGTERM);
     sigaddset(&handled, SIGINT);
     pthread_sigmask(SIG_BLOCK, &handled, &previous);
+    if (!catalog_start(workers, n_workers)) {
+        log_error("cannot start the catalog thread");
+        return 1;
+    }
     for (int i = 0; i < n_workers; i++) {
         if (!worker_start(&workers[i])) {
             log_error("cannot start worker %d", i);
@@ -349,6 +355,7 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
+    catalog_stop();
     for (int i = 0; i < n_workers; i++) {
         ev_loop_destroy(workers[i].loop);
         if (workers[i].spare_fd >= 0)

@@ -115,6 +115,11 @@ bool store_ready(const Store *s)
     return s && s->state == STORE_UP && !lost_writes_pending();
 }
 
+bool store_connected(const Store *s)
+{
+    return s && s->state == STORE_UP;
+}
+
 static void warn_redis(Store *s, const char *what)
 {
     uint64_t suppressed;

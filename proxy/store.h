@@ -43,6 +43,9 @@ void store_reconfigure(Store *s, const Config *cfg);
 /* True when commands can be sent and hits may be served (connected, no lost writes). */
 bool store_ready(const Store *s);
 
+/* True when commands can be sent (invalidations go out even while hits are held back). */
+bool store_connected(const Store *s);
+
 /*
  * Sends one command for a client (args are copied). On false nothing was sent and the
  * callback will not run; the caller fails open.

@@ -190,6 +190,13 @@ static void on_shutdown_tick(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_wakeup(struct ev_loop *loop, ev_async *a, int revents)
 {
     Worker *w = a->data;
+    /* The catalog thread published a snapshot: units waiting for one go on. */
+    for (Client *c = w->clients; c;) {
+        Client *next = c->next;
+        if (c->state == CS_READY && c->req.state == REQ_CATALOG)
+            request_catalog_ready(c);
+        c = next;
+    }
     if (atomic_load(&rt.shutting_down) && w->listen_fd >= 0) {
         stop_listening(w);
         ev_timer_start(loop, &w->shutdown_tick);

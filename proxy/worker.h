@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "proxy/buf.h"
 #include "proxy/runtime.h"
 #include "proxy/stats.h"
 
@@ -37,6 +38,7 @@ typedef struct Worker {
     Store *store;               /* this worker's Redis connection */
     SqlMemo *memo;              /* this worker's statement-analysis memo */
     WorkerStats stats;          /* counters, read racily by the stats reporter */
+    ByteWriter scratch;         /* Redis command arguments are built here */
     _Atomic bool finished;      /* the loop has exited */
 } Worker;
 
