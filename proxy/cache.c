@@ -23,6 +23,7 @@
 #include "proxy/log.h"
 #include "proxy/reasons.h"
 #include "proxy/store.h"
+#include "proxy/subscriber.h"
 #include "proxy/versions.h"
 #include "proxy/worker.h"
 
@@ -90,7 +91,7 @@ static void finish_key(Exec *e)
         }
     }
     for (size_t i = 0; i < e->tables.n_tables; i++) {
-        t[i].name = e->tables.tables[i];
+        t[i].name = readtables_name(&e->tables, i);
         t[i].version = e->versions[i];
     }
     cachekey_finish(&e->partial, t, e->tables.n_tables, e->epoch, &e->key);
@@ -152,7 +153,7 @@ bool cache_make_key(Client *c, Exec *e, CacheKeyProtocol proto, const char *text
     }
     bool known = versions_epoch(&e->epoch);
     for (size_t i = 0; i < e->tables.n_tables && known; i++)
-        known = versions_get(c->database, e->tables.tables[i], &e->versions[i]);
+        known = versions_get(c->database, readtables_name(&e->tables, i), &e->versions[i]);
     if (known)
         finish_key(e);
     ok = known;
@@ -204,7 +205,7 @@ static void seed_versions(Client *c, const Exec *e, const bool *missing, bool ep
         bw_reset(sb);
         size_t at = is_epoch ? put_epoch_key(sb, cfg->cache.key_prefix)
                              : put_version_key(sb, cfg->cache.key_prefix, c->database,
-                                               e->tables.tables[i]);
+                                               readtables_name(&e->tables, i));
         if (sb->failed)
             return;
         const char *argv[4] = {"SET", (const char *)sb->data + at, seed, "NX"};
@@ -254,7 +255,7 @@ static bool take_versions(Client *c, Exec *e, const redisReply *reply, size_t fr
             if (v != e->versions[i])
                 *changed = true;
             e->versions[i] = v;
-            versions_set(c->database, e->tables.tables[i], v);
+            versions_set(c->database, readtables_name(&e->tables, i), v);
         }
     }
     if (!ok)
@@ -291,17 +292,24 @@ static bool take_entry(Client *c, Exec *e, const redisReply *r)
 typedef struct {
     uint32_t exec;    /* index in the unit */
     bool key_known;   /* the command fetched the entry too */
+    bool strict;      /* the command confirmed versions (strict, or local mode without a
+                         live invalidation subscription) */
 } LookupArg;
+
+static bool confirm_versions(const Config *cfg)
+{
+    return cfg->cache.consistency == CONSISTENCY_STRICT || !subscriber_live();
+}
 
 static void on_lookup(Client *c, StoreStatus status, const redisReply *reply, void *arg)
 {
     uintptr_t packed = (uintptr_t)arg;
-    LookupArg la = {(uint32_t)(packed >> 1), (packed & 1) != 0};
+    LookupArg la = {(uint32_t)(packed >> 2), (packed & 1) != 0, (packed & 2) != 0};
     Request *r = &c->req;
     if ((int)la.exec >= r->n_execs || r->state != REQ_LOOKUP)
         return;
     Exec *e = &r->execs[la.exec];
-    bool strict = cfg_of(c)->cache.consistency == CONSISTENCY_STRICT;
+    bool strict = la.strict;
     size_t n = e->tables.n_tables;
     e->lookup = LOOKUP_FAILED;
     e->fill = false;
@@ -318,7 +326,14 @@ static void on_lookup(Client *c, StoreStatus status, const redisReply *reply, vo
         bool changed;
         size_t from = la.key_known ? 1 : 0;
         if (!take_versions(c, e, reply, from, &changed)) {
-            e->lookup = LOOKUP_MISS; /* counters were missing: seeded, nothing to fill */
+            /* Counters were missing and are being seeded (SET NX, sent just now): read
+             * them back once, in the same pipeline, so this miss can still fill. */
+            e->lookup = LOOKUP_MISS;
+            if (!e->refetched) {
+                e->refetched = true;
+                if (cache_lookup(c, e, false))
+                    return; /* lookups_pending unchanged: this reply is replaced */
+            }
             goto done;
         }
         if (!la.key_known || changed) {
@@ -360,7 +375,7 @@ bool cache_lookup(Client *c, Exec *e, bool key_known)
 {
     Worker *w = c->worker;
     const Config *cfg = cfg_of(c);
-    bool strict = cfg->cache.consistency == CONSISTENCY_STRICT;
+    bool strict = confirm_versions(cfg);
     size_t n = e->tables.n_tables;
     if (n + 3 > MAX_ARGS)
         return false;
@@ -380,7 +395,7 @@ bool cache_lookup(Client *c, Exec *e, bool key_known)
     if (!key_known || strict) {
         for (size_t i = 0; i < n; i++) {
             offs[argc] = put_version_key(sb, cfg->cache.key_prefix, c->database,
-                                         e->tables.tables[i]);
+                                         readtables_name(&e->tables, i));
             lens[argc] = sb->len - offs[argc];
             argc++;
         }
@@ -399,7 +414,7 @@ bool cache_lookup(Client *c, Exec *e, bool key_known)
         argvlen[i + 1] = lens[i];
     }
     uint32_t index = (uint32_t)(e - c->req.execs);
-    uintptr_t packed = ((uintptr_t)index << 1) | (key_known ? 1u : 0u);
+    uintptr_t packed = ((uintptr_t)index << 2) | (strict ? 2u : 0u) | (key_known ? 1u : 0u);
     if (!store_command(w->store, c, on_lookup, (void *)packed, (int)argc + 1, argv, argvlen))
         return false;
     e->lookup = LOOKUP_WAIT;

@@ -40,6 +40,7 @@ typedef struct Exec {
     bool want_desc;          /* the unit Describes its portal: the entry must have one */
     LookupResult lookup;
     bool fill;               /* store the server's answer under `key` */
+    bool refetched;          /* versions were re-read after seeding missing counters */
     uint8_t *blob;           /* LOOKUP_HIT: copy of the entry */
     size_t blob_len;
     EntryView view;          /* LOOKUP_HIT: parsed blob */

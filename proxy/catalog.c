@@ -359,10 +359,20 @@ static CatalogDb *load(const char *db, char *err, size_t errlen)
     char port[16];
     snprintf(port, sizeof port, "%d", cfg->upstream.port);
     const char *password = cfg->catalog.password_env ? getenv(cfg->catalog.password_env) : NULL;
-    const char *keys[] = {"host",     "port",     "dbname", "user", "password",
-                          "connect_timeout", "application_name", NULL};
-    const char *values[] = {cfg->upstream.host, port, cfg->catalog.dbname ? cfg->catalog.dbname : db,
-                            catalog_user(cfg), password, "5", "pgstash-catalog", NULL};
+    /* GSS encryption is never negotiated: probing for Kerberos credentials can stall. */
+    const char *keys[] = {"host",          "port",           "dbname",
+                          "user",          "password",       "connect_timeout",
+                          "application_name", "gssencmode",  NULL};
+    const char *values[] = {cfg->upstream.host,
+                            port,
+                            cfg->catalog.dbname ? cfg->catalog.dbname : db,
+                            catalog_user(cfg),
+                            password,
+                            "5",
+                            "pgstash-catalog",
+                            "disable",
+                            NULL};
+    log_debug("reading the catalog of database \"%s\"", db);
     PGconn *conn = PQconnectdbParams(keys, values, 0);
     CatalogDb *cat = NULL;
     if (PQstatus(conn) != CONNECTION_OK) {

@@ -291,14 +291,14 @@ static void update_watchers(Client *c)
     set_io(c, &c->c_wr, iobuf_len(&c->c_out) > 0);
     if (c->sfd >= 0) {
         set_io(c, &c->s_rd, want_server_read(c));
-        set_io(c, &c->s_wr, iobuf_len(&c->s_out) > 0 || c->state == CS_CONNECTING);
+        set_io(c, &c->s_wr, iobuf_len(&c->s_out) > 0 || c->connecting);
     }
 }
 
 /* Writes what is queued on both sides. False when the client was closed. */
 static bool flush(Client *c)
 {
-    if (c->sfd >= 0 && iobuf_len(&c->s_out) > 0 && c->state != CS_CONNECTING) {
+    if (c->sfd >= 0 && iobuf_len(&c->s_out) > 0 && !c->connecting) {
         if (write_from(c->sfd, &c->s_out) == IO_ERROR) {
             if (c->state == CS_CANCEL) {
                 client_close(c, "cancel forwarded");
@@ -545,9 +545,8 @@ static void handle_startup(Client *c)
 
 /* Relays whole messages from `in` to the other side until something must wait. Returns
  * true when it consumed anything. */
-static bool relay_auth_client(Client *c)
+static void relay_auth_client(Client *c)
 {
-    bool progress = false;
     while (c->state == CS_AUTH && iobuf_len(&c->s_out) < OUT_HIGH) {
         Frame f;
         pg_framer_next(&c->c_framer, iobuf_head(&c->c_in), iobuf_len(&c->c_in), &f);
@@ -565,14 +564,11 @@ static bool relay_auth_client(Client *c)
         if (f.type == 'X')
             c->terminate_sent = true;
         iobuf_consume(&c->c_in, f.n);
-        progress = true;
     }
-    return progress;
 }
 
-static bool relay_auth_server(Client *c)
+static void relay_auth_server(Client *c)
 {
-    bool progress = false;
     while (c->state == CS_AUTH && iobuf_len(&c->c_out) < OUT_HIGH) {
         Frame f;
         pg_framer_next(&c->s_framer, iobuf_head(&c->s_in), iobuf_len(&c->s_in), &f);
@@ -588,7 +584,6 @@ static bool relay_auth_server(Client *c)
         if (!client_send(c, f.p, f.n))
             break;
         iobuf_consume(&c->s_in, f.n);
-        progress = true;
         if (f.type == 'E') {
             c->server_errored = true;
         } else if (f.type == 'Z' && f.n == 6) {
@@ -603,14 +598,12 @@ static bool relay_auth_server(Client *c)
             LOG_AT(LOG_DEBUG, c->ident, "authenticated");
         }
     }
-    return progress;
 }
 
 /* --- ready: hand frames to the request path -------------------------------------------- */
 
-static bool process_server_ready(Client *c)
+static void process_server_ready(Client *c)
 {
-    bool progress = false;
     while (c->state == CS_READY && iobuf_len(&c->c_out) < OUT_HIGH && iobuf_len(&c->s_in) > 0) {
         Frame f;
         pg_framer_next(&c->s_framer, iobuf_head(&c->s_in), iobuf_len(&c->s_in), &f);
@@ -628,30 +621,29 @@ static bool process_server_ready(Client *c)
         if (!request_server_frame(c, &f))
             break;
         iobuf_consume(&c->s_in, n);
-        progress = true;
     }
-    return progress;
 }
 
 /*
- * Runs every side's pending input through the current state, then writes. Loops because
- * a server answer may release held client input and the other way round.
+ * Runs every side's pending input through the current state, then writes. Loops while
+ * anything moved: a server answer may release held client input, and a write that drained
+ * c_out may let buffered server input through (with s_in full, no read event would come).
  */
 static void client_run(Client *c)
 {
     for (int guard = 0; guard < 64 && c->state != CS_DEAD; guard++) {
-        size_t c_before = iobuf_len(&c->c_in), s_before = iobuf_len(&c->s_in);
-        bool progress = false;
+        size_t before[4] = {iobuf_len(&c->c_in), iobuf_len(&c->s_in), iobuf_len(&c->c_out),
+                            iobuf_len(&c->s_out)};
         switch (c->state) {
         case CS_STARTUP:
             handle_startup(c);
             break;
         case CS_AUTH:
-            progress |= relay_auth_server(c);
-            progress |= relay_auth_client(c);
+            relay_auth_server(c);
+            relay_auth_client(c);
             break;
         case CS_READY:
-            progress |= process_server_ready(c);
+            process_server_ready(c);
             if (c->state == CS_READY)
                 request_client_input(c);
             break;
@@ -662,8 +654,9 @@ static void client_run(Client *c)
             return;
         if (!flush(c))
             return;
-        progress |= iobuf_len(&c->c_in) != c_before || iobuf_len(&c->s_in) != s_before;
-        if (!progress)
+        size_t after[4] = {iobuf_len(&c->c_in), iobuf_len(&c->s_in), iobuf_len(&c->c_out),
+                           iobuf_len(&c->s_out)};
+        if (memcmp(before, after, sizeof before) == 0)
             break;
     }
     update_watchers(c);

@@ -12,19 +12,19 @@
 
 void readtables_free(ReadTables *t)
 {
-    if (t->tables && t->tables != t->inline_tables)
-        free((void *)t->tables);
-    t->tables = NULL;
+    free((void *)t->heap);
+    t->heap = NULL;
     t->n_tables = 0;
 }
 
 /* Inserts into the sorted unique list. False on out-of-memory. */
 static bool add_table(ReadTables *t, size_t *cap, const char *name)
 {
+    const char **list = t->heap ? t->heap : t->inline_tables;
     size_t lo = 0, hi = t->n_tables;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = strcmp(t->tables[mid], name);
+        int c = strcmp(list[mid], name);
         if (c == 0)
             return true;
         if (c < 0)
@@ -37,14 +37,13 @@ static bool add_table(ReadTables *t, size_t *cap, const char *name)
         const char **n = malloc(ncap * sizeof *n);
         if (!n)
             return false;
-        memcpy(n, t->tables, t->n_tables * sizeof *n);
-        if (t->tables != t->inline_tables)
-            free((void *)t->tables);
-        t->tables = n;
+        memcpy(n, list, t->n_tables * sizeof *n);
+        free((void *)t->heap);
+        t->heap = list = n;
         *cap = ncap;
     }
-    memmove(&t->tables[lo + 1], &t->tables[lo], (t->n_tables - lo) * sizeof *t->tables);
-    t->tables[lo] = name;
+    memmove(&list[lo + 1], &list[lo], (t->n_tables - lo) * sizeof *list);
+    list[lo] = name;
     t->n_tables++;
     return true;
 }
@@ -80,7 +79,6 @@ int decide_read(const Config *cfg, const CatalogDb *cat, CatalogState cat_state,
                 const Session *s, char tx_status, const SqlAnalysis *a, ReadTables *out)
 {
     memset(out, 0, sizeof *out);
-    out->tables = out->inline_tables;
     size_t cap = DECIDE_INLINE_TABLES;
 
     if (!cfg->cache.enabled)

@@ -20,10 +20,16 @@
 /* The tables a cacheable read depends on (sorted, unique), and its TTL. */
 typedef struct {
     const char *inline_tables[DECIDE_INLINE_TABLES];
-    const char **tables;     /* inline_tables or heap */
+    const char **heap;       /* used instead of inline_tables beyond DECIDE_INLINE_TABLES */
     size_t n_tables;
     int64_t ttl_ms;
 } ReadTables;
+
+/* The i-th table. (No self-pointer: a ReadTables may be moved by realloc.) */
+static inline const char *readtables_name(const ReadTables *t, size_t i)
+{
+    return t->heap ? t->heap[i] : t->inline_tables[i];
+}
 
 void readtables_free(ReadTables *t);
 

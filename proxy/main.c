@@ -17,6 +17,7 @@
 #include "proxy/log.h"
 #include "proxy/report.h"
 #include "proxy/runtime.h"
+#include "proxy/subscriber.h"
 #include "proxy/versions.h"
 #include "proxy/worker.h"
 
@@ -140,6 +141,7 @@ static void reload(void)
     log_configure(cfg->log.level, cfg->log.format);
     atomic_store_explicit(&rt.snap, snap, memory_order_release);
     catalog_invalidate_all(); /* function volatility and relation kinds are read again */
+    subscriber_reconfigure(cfg);
     old->retired_next = retired;
     retired = old;
     for (int i = 0; i < n_workers; i++)
@@ -183,6 +185,7 @@ static void on_sigterm(struct ev_loop *loop, ev_signal *w, int revents)
     for (int i = 0; i < n_workers; i++)
         worker_wake(&workers[i]);
     ev_timer_stop(loop, &stats_timer);
+    subscriber_stop();
     if (http_running)
         http_stop(loop);
     http_running = false;
@@ -337,6 +340,7 @@ int main(int argc, char **argv)
              cfg->redis.addr.host, cfg->redis.addr.port, cfg->redis.db, n_workers,
              cfg->cache.enabled ? "on" : "off", config_consistency_name(cfg->cache.consistency));
 
+    subscriber_start(loop, cfg);
     ev_signal_init(&sighup, on_sighup, SIGHUP);
     ev_signal_start(loop, &sighup);
     ev_signal_init(&sigterm, on_sigterm, SIGTERM);
@@ -357,6 +361,7 @@ int main(int argc, char **argv)
         pthread_join(workers[i].thread, NULL);
     catalog_stop();
     for (int i = 0; i < n_workers; i++) {
+        tablestats_free(&workers[i].tables);
         ev_loop_destroy(workers[i].loop);
         if (workers[i].spare_fd >= 0)
             close(workers[i].spare_fd);
@@ -369,6 +374,9 @@ int main(int argc, char **argv)
     }
     snapshot_free(atomic_load(&rt.snap));
     versions_free();
+    subscriber_free();
+    http_stop(loop);
+    ev_loop_destroy(loop);
     free(workers);
     free(worker_ptrs);
     return 0;

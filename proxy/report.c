@@ -9,9 +9,60 @@
 #include "proxy/log.h"
 #include "proxy/reasons.h"
 #include "proxy/runtime.h"
+#include "proxy/tablestats.h"
 #include "proxy/worker.h"
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define TOP_TABLES 5
+
+/* The tables with the most reads, as JSON objects (new reference). */
+static json_t *top_tables(Worker *const *ws, int n, size_t limit)
+{
+    TableStats *ts[256];
+    if (n > 256)
+        n = 256;
+    for (int i = 0; i < n; i++)
+        ts[i] = &ws[i]->tables;
+    TableTotals *tt;
+    size_t count = tablestats_collect(ts, n, &tt);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < count && i < limit; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "table", json_string(tt[i].name));
+        json_object_set_new(o, "reads", json_integer((json_int_t)tt[i].reads));
+        json_object_set_new(o, "hits", json_integer((json_int_t)tt[i].hits));
+        json_object_set_new(o, "misses", json_integer((json_int_t)tt[i].misses));
+        json_object_set_new(o, "bypasses", json_integer((json_int_t)tt[i].bypasses));
+        json_object_set_new(o, "invalidations", json_integer((json_int_t)tt[i].invalidations));
+        json_object_set_new(o, "hit_ratio",
+                            json_real(tt[i].reads ? (double)tt[i].hits / (double)tt[i].reads : 0));
+        json_array_append_new(arr, o);
+    }
+    free(tt);
+    return arr;
+}
+
+/* "orders:1200r/0.95 users:300r/0.10" for the text log line. */
+static json_t *top_tables_text(Worker *const *ws, int n)
+{
+    json_t *arr = top_tables(ws, n, TOP_TABLES);
+    char buf[1024];
+    size_t at = 0;
+    buf[0] = 0;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s:%" JSON_INTEGER_FORMAT "r/%.2f",
+                               i ? "," : "", json_string_value(json_object_get(o, "table")),
+                               json_integer_value(json_object_get(o, "reads")),
+                               json_real_value(json_object_get(o, "hit_ratio")));
+        if (at >= sizeof buf)
+            break;
+    }
+    json_decref(arr);
+    return json_string(at ? buf : "-");
+}
 
 void report_totals(Worker *const *ws, int n, StatsTotals *t)
 {
@@ -90,6 +141,7 @@ json_t *report_json(Worker *const *ws, int n)
     json_object_set_new(o, "clients", json_integer(atomic_load(&rt.clients)));
     json_object_set_new(o, "servers", json_integer(atomic_load(&rt.servers)));
     json_object_set_new(o, "clients_total", json_integer((json_int_t)atomic_load(&rt.clients_total)));
+    json_object_set_new(o, "tables", top_tables(ws, n, 100));
     json_object_set_new(o, "uptime_s",
                         json_integer((json_int_t)((clock_ms() - rt.started_ms) / 1000)));
     return o;
@@ -121,6 +173,10 @@ void report_log(Worker *const *ws, int n, StatsTotals *prev)
     json_object_set_new(f, "miss_p50_us", json_integer((json_int_t)t.miss_p50_us));
     json_object_set_new(f, "miss_p99_us", json_integer((json_int_t)t.miss_p99_us));
     json_object_set_new(f, "clients", json_integer(atomic_load(&rt.clients)));
+    if (atomic_load(&log_format_) == LOG_FORMAT_JSON)
+        json_object_set_new(f, "top_tables", top_tables(ws, n, TOP_TABLES));
+    else
+        json_object_set_new(f, "top_tables", top_tables_text(ws, n));
     log_event(LOG_INFO, "stats", f);
     *prev = t;
 }

@@ -30,6 +30,7 @@
 #define OUT_HIGH         (256 * 1024) /* matches client.c: stop producing above this */
 #define HOLD_MAX         (1024 * 1024) /* held answer bigger than this: bump early, release */
 #define LOCAL_STMTS_MAX  64           /* statements parsed within one judged unit */
+#define CATALOG_WAIT_MS  2000         /* longest a unit waits for its catalog */
 
 typedef enum {
     EXP_PARSE,         /* ParseComplete for the client */
@@ -348,12 +349,33 @@ static void log_decision(Client *c, const Exec *e, const char *verdict)
         LOG_AT(LOG_DEBUG, c->ident, "bypass:%s %s", bypass_reason_name(e->reason), cmd);
 }
 
+typedef enum { TABLE_HIT, TABLE_MISS, TABLE_BYPASS } TableEvent;
+
+/* Per-table counters of one execution. */
+static void note_tables(Client *c, const Exec *e, TableEvent ev)
+{
+    TableStats *ts = &c->worker->tables;
+    const CatalogDb *cat = c->req.session.cat;
+    size_t n = ev == TABLE_BYPASS ? (e->analysis ? e->analysis->n_reads : 0) : e->tables.n_tables;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = ev == TABLE_BYPASS ? e->analysis->reads[i].name : readtables_name(&e->tables, i);
+        if (ev == TABLE_BYPASS && (!cat || !catalog_rel(cat, name)))
+            continue; /* only tables that exist are worth a line */
+        TableCounters *tc = tablestats_get(ts, c->database, name);
+        if (!tc)
+            continue;
+        STAT_INC(tc->reads);
+        stat_add(ev == TABLE_HIT ? &tc->hits : ev == TABLE_MISS ? &tc->misses : &tc->bypasses, 1);
+    }
+}
+
 static void count_bypass(Client *c, const Exec *e)
 {
     if (!e->analysis || e->analysis->kind != SQL_KIND_READ || e->reason == DECIDE_CACHE)
         return;
     if (e->reason >= 0 && e->reason < STATS_MAX_REASONS)
         STAT_INC(c->worker->stats.bypasses[e->reason]);
+    note_tables(c, e, TABLE_BYPASS);
     log_decision(c, e, "bypass");
 }
 
@@ -809,6 +831,7 @@ static void answered_locally(Client *c)
         STAT_INC(st->hits);
         STAT_INC(st->queries);
         hist_record(&st->hit_latency, us);
+        note_tables(c, &r->execs[i], TABLE_HIT);
         log_decision(c, &r->execs[i], "hit");
     }
     iobuf_consume(&c->c_in, r->collect_len);
@@ -893,10 +916,15 @@ static void process_unit(Client *c)
         forward_unit(c, BYPASS_CACHE_DISABLED);
         return;
     }
-    if (!have_catalog(c, &cat_state)) {
+    if (r->catalog_wait_ms && clock_ms() - r->catalog_wait_ms >= CATALOG_WAIT_MS) {
+        cat_state = CATALOG_LOADING; /* waited long enough: judge without it */
+    } else if (!have_catalog(c, &cat_state)) {
+        if (!r->catalog_wait_ms)
+            r->catalog_wait_ms = clock_ms();
         request_set_state(r, REQ_CATALOG);
-        return; /* woken by request_catalog_ready */
+        return; /* woken by request_catalog_ready or request_catalog_tick */
     }
+    r->catalog_wait_ms = 0;
     int unit_reason;
     if (!r->extended) {
         UnitIter it;
@@ -921,6 +949,13 @@ static void process_unit(Client *c)
         return;
     }
     start_lookups(c);
+}
+
+void request_catalog_tick(Client *c, int64_t now_ms)
+{
+    if (c->state == CS_READY && c->req.state == REQ_CATALOG &&
+        now_ms - c->req.catalog_wait_ms >= CATALOG_WAIT_MS)
+        request_catalog_ready(c);
 }
 
 void request_catalog_ready(Client *c)
@@ -1494,6 +1529,11 @@ static void writes_to_bump(Client *c, WriteSet *bump)
 
 static void log_bump(Client *c, const WriteSet *w)
 {
+    for (size_t i = 0; i < w->n; i++) {
+        TableCounters *tc = tablestats_get(&c->worker->tables, c->database, w->names[i]);
+        if (tc)
+            STAT_INC(tc->invalidations);
+    }
     if (!log_enabled(LOG_DEBUG))
         return;
     char list[512];
@@ -1524,6 +1564,7 @@ static void finish_unit(Client *c)
         STAT_INC(st->misses);
         STAT_INC(st->queries);
         hist_record(&st->miss_latency, us);
+        note_tables(c, e, TABLE_MISS);
         /* A unit that wrote may have shown its reads uncommitted data: store none. */
         if (e->fill && e->captured && !r->maybe_writes)
             cache_fill(c, e);

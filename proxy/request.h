@@ -48,6 +48,7 @@ typedef struct Request {
     char tx_status;          /* 'I', 'T' or 'E' from the last ReadyForQuery */
     char tx_before;          /* tx_status when the current unit started */
     int64_t unit_start_us;   /* when the current unit was judged */
+    int64_t catalog_wait_ms; /* REQ_CATALOG since (clock_ms) */
 
     Session session;         /* statements, settings, transaction block */
 
@@ -96,5 +97,9 @@ bool request_is_idle(const Request *r);
 
 /* The worker was woken: a unit waiting for the catalog may go on. */
 void request_catalog_ready(Client *c);
+
+/* Periodic check: a unit that waited for the catalog longer than the limit goes on without
+ * it (its reads bypass, its writes invalidate everything). */
+void request_catalog_tick(Client *c, int64_t now_ms);
 
 #endif

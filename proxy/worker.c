@@ -176,6 +176,7 @@ static void drain_step(Worker *w)
         if (w->store)
             store_shutdown(w->store);
         ev_timer_stop(w->loop, &w->shutdown_tick);
+        ev_timer_stop(w->loop, &w->slow_tick);
         ev_async_stop(w->loop, &w->wakeup);
         ev_prepare_stop(w->loop, &w->before_block);
         reap_dead(w);
@@ -204,6 +205,17 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+static void on_slow_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    Worker *w = t->data;
+    int64_t now = clock_ms();
+    for (Client *c = w->clients; c;) {
+        Client *next = c->next;
+        request_catalog_tick(c, now);
+        c = next;
+    }
+}
+
 static void on_before_block(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     Worker *w = p->data;
@@ -227,6 +239,7 @@ static void *worker_main(void *arg)
     w->store = NULL;
     sqlparse_memo_free(w->memo);
     w->memo = NULL;
+    bw_free(&w->scratch);
     atomic_store(&w->finished, true);
     return NULL;
 }
@@ -238,6 +251,7 @@ bool worker_start(Worker *w)
         return false;
     w->snap = runtime_snapshot();
     atomic_store(&w->seen_gen, w->snap->gen);
+    tablestats_init(&w->tables);
     w->memo = sqlparse_memo_new(MEMO_CAPACITY);
     w->store = store_new(w, w->snap->cfg);
     if (!w->memo || !w->store)
@@ -256,6 +270,9 @@ bool worker_start(Worker *w)
     ev_prepare_start(w->loop, &w->before_block);
     ev_timer_init(&w->shutdown_tick, on_shutdown_tick, 0.05, 0.05);
     w->shutdown_tick.data = w;
+    ev_timer_init(&w->slow_tick, on_slow_tick, 0.25, 0.25);
+    w->slow_tick.data = w;
+    ev_timer_start(w->loop, &w->slow_tick);
 
     return pthread_create(&w->thread, NULL, worker_main, w) == 0;
 }

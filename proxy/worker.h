@@ -14,6 +14,7 @@
 #include "proxy/buf.h"
 #include "proxy/runtime.h"
 #include "proxy/stats.h"
+#include "proxy/tablestats.h"
 
 typedef struct Client Client;
 typedef struct Store Store;
@@ -30,6 +31,7 @@ typedef struct Worker {
     ev_async wakeup;            /* main thread: shutdown or reload happened */
     ev_prepare before_block;    /* reaps dead clients, picks up a new snapshot */
     ev_timer shutdown_tick;     /* while draining: closes idle clients, enforces grace */
+    ev_timer slow_tick;         /* 4 Hz housekeeping: units stuck waiting for a catalog */
     const Snapshot *snap;       /* snapshot in use this loop iteration */
     _Atomic uint64_t seen_gen;  /* last snapshot generation this worker picked up */
     Client *clients;            /* live clients (doubly linked) */
@@ -39,6 +41,7 @@ typedef struct Worker {
     SqlMemo *memo;              /* this worker's statement-analysis memo */
     WorkerStats stats;          /* counters, read racily by the stats reporter */
     ByteWriter scratch;         /* Redis command arguments are built here */
+    TableStats tables;          /* per-table counters */
     _Atomic bool finished;      /* the loop has exited */
 } Worker;
 
