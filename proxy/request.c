@@ -1156,6 +1156,9 @@ static void send_collected_open(Client *c)
 static bool start_unit(Client *c, const Frame *f)
 {
     Request *r = &c->req;
+    clear_unit(r);
+    r->tx_before = r->tx_status;
+    r->unit_start_us = clock_us();
     switch (f->type) {
     case 'P':
     case 'B':
@@ -1179,8 +1182,6 @@ static bool start_unit(Client *c, const Frame *f)
         /* Flush, FunctionCall, Terminate, stray COPY messages, unknown types: the server
          * judges them. */
         int cursor = 0;
-        clear_unit(r);
-        r->tx_before = r->tx_status;
         r->extended = f->type != 'F';
         if (!forward_message(c, f->p, f->n, &cursor))
             return false;
