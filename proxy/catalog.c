@@ -5,6 +5,7 @@
  */
 #include "proxy/catalog.h"
 
+#include <ctype.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -67,6 +68,7 @@ static void catalog_free(CatalogDb *cat)
     strmap_free(&cat->rels);
     strmap_free(&cat->funcs);
     free_strv(cat->hidden_writers);
+    free_strv(cat->policy_settings);
     free(cat->db);
     free(cat);
 }
@@ -145,12 +147,58 @@ static const char SQL_HIDDEN_WRITERS[] =
     "WHERE c.relkind IN ('r','p') AND r.rulename <> '_RETURN'";
 
 static const char SQL_FUNCTIONS[] =
-    "SELECT p.proname, p.provolatile, n.nspname = 'pg_catalog' "
+    "SELECT p.proname, p.provolatile, n.nspname = 'pg_catalog', p.pronargs, "
+    "p.pronargdefaults, p.provariadic <> 0 "
     "FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
+
+static const char SQL_POLICIES[] =
+    "SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid), "
+    "pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) FROM pg_catalog.pg_policy p";
+
+/* Adds every current_setting('name...') with a dotted name found in a deparsed expression. */
+static bool scan_settings(CatalogDb *cat, const char *expr)
+{
+    static const char needle[] = "current_setting('";
+    for (const char *p = expr; (p = strstr(p, needle)) != NULL;) {
+        p += sizeof needle - 1;
+        char name[128];
+        size_t n = 0;
+        while (*p && *p != '\'' && n < sizeof name - 1)
+            name[n++] = (char)tolower((unsigned char)*p++);
+        name[n] = 0;
+        if (*p == '\'' && strchr(name, '.') && !strv_add(&cat->policy_settings, name))
+            return false;
+    }
+    return true;
+}
+
+static bool load_policies(PGconn *conn, CatalogDb *cat, char *err, size_t errlen)
+{
+    PGresult *res = run(conn, SQL_POLICIES, err, errlen);
+    if (!res)
+        return false;
+    for (int i = 0; i < PQntuples(res); i++)
+        for (int col = 0; col < 2; col++)
+            if (!PQgetisnull(res, i, col) && !scan_settings(cat, PQgetvalue(res, i, col))) {
+                PQclear(res);
+                snprintf(err, errlen, "out of memory");
+                return false;
+            }
+    PQclear(res);
+    return true;
+}
 
 static int volatility_rank(char v)
 {
     return v == 'v' ? 2 : v == 's' ? 1 : 0;
+}
+
+static void free_func(void *p)
+{
+    FuncInfo *f = p;
+    if (f)
+        free(f->overloads);
+    free(f);
 }
 
 static bool load_functions(PGconn *conn, CatalogDb *cat, char *err, size_t errlen)
@@ -162,14 +210,15 @@ static bool load_functions(PGconn *conn, CatalogDb *cat, char *err, size_t errle
         const char *name = PQgetvalue(res, i, 0);
         char vol = PQgetvalue(res, i, 1)[0];
         bool builtin = PQgetvalue(res, i, 2)[0] == 't';
+        int nargs = atoi(PQgetvalue(res, i, 3));
+        int ndefaults = atoi(PQgetvalue(res, i, 4));
+        bool variadic = PQgetvalue(res, i, 5)[0] == 't';
         FuncInfo *f = strmap_get(&cat->funcs, name);
         if (!f) {
-            f = malloc(sizeof *f);
+            f = calloc(1, sizeof *f);
             if (!f || !strmap_put(&cat->funcs, name, f)) {
                 free(f);
-                PQclear(res);
-                snprintf(err, errlen, "out of memory");
-                return false;
+                goto oom;
             }
             f->volatility = vol;
             f->builtin = builtin;
@@ -178,9 +227,34 @@ static bool load_functions(PGconn *conn, CatalogDb *cat, char *err, size_t errle
                 f->volatility = vol;
             f->builtin = f->builtin && builtin;
         }
+        FuncOverload *ov = realloc(f->overloads, (f->n_overloads + 1) * sizeof *ov);
+        if (!ov)
+            goto oom;
+        f->overloads = ov;
+        ov[f->n_overloads++] = (FuncOverload){(int16_t)(nargs - ndefaults),
+                                              variadic ? INT16_MAX : (int16_t)nargs, vol};
     }
     PQclear(res);
     return true;
+
+oom:
+    PQclear(res);
+    snprintf(err, errlen, "out of memory");
+    return false;
+}
+
+char catalog_func_volatility(const FuncInfo *f, int nargs)
+{
+    if (nargs < 0)
+        return f->volatility;
+    char v = 0;
+    for (size_t i = 0; i < f->n_overloads; i++) {
+        const FuncOverload *o = &f->overloads[i];
+        if (nargs >= o->min_args && nargs <= o->max_args &&
+            (!v || volatility_rank(o->volatility) > volatility_rank(v)))
+            v = o->volatility;
+    }
+    return v ? v : f->volatility;
 }
 
 static bool load_relations(PGconn *conn, CatalogDb *cat, char *err, size_t errlen)
@@ -262,7 +336,7 @@ static bool definition_cacheable(const CatalogDb *cat, const SqlAnalysis *a)
         return false;
     for (size_t i = 0; i < a->n_functions; i++) {
         const FuncInfo *f = strmap_get(&cat->funcs, a->functions[i].name);
-        if (!f || f->volatility != 'i')
+        if (!f || catalog_func_volatility(f, a->functions[i].nargs) != 'i')
             return false;
     }
     return true;
@@ -388,9 +462,9 @@ static CatalogDb *load(const char *db, char *err, size_t errlen)
         goto fail;
     }
     strmap_init(&cat->rels, free_rel);
-    strmap_init(&cat->funcs, free);
+    strmap_init(&cat->funcs, free_func);
     if (!load_functions(conn, cat, err, errlen) || !load_relations(conn, cat, err, errlen) ||
-        !load_views(conn, cat, err, errlen))
+        !load_views(conn, cat, err, errlen) || !load_policies(conn, cat, err, errlen))
         goto fail;
     atomic_store(&cat->refs, 1);
     PQfinish(conn);

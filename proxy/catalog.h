@@ -36,9 +36,18 @@ typedef struct {
                                 a view's base tables (NULL-terminated) */
 } RelInfo;
 
+/* One overload's argument-count range and volatility. */
+typedef struct {
+    int16_t min_args;        /* pronargs - pronargdefaults */
+    int16_t max_args;        /* pronargs, or INT16_MAX when VARIADIC */
+    char volatility;         /* 'i', 's' or 'v' */
+} FuncOverload;
+
 typedef struct {
     char volatility;         /* most volatile over all overloads: 'i', 's' or 'v' */
     bool builtin;            /* every overload lives in pg_catalog */
+    FuncOverload *overloads; /* every overload of the name, any schema */
+    size_t n_overloads;
 } FuncInfo;
 
 typedef struct CatalogDb {
@@ -46,6 +55,8 @@ typedef struct CatalogDb {
     StrMap rels;             /* bare name → RelInfo */
     StrMap funcs;            /* function name → FuncInfo */
     char **hidden_writers;   /* tables with user triggers/rules, for the start-up log */
+    char **policy_settings;  /* custom settings row-level security policies read
+                                (current_setting('app.x')): part of every session's key */
     _Atomic int refs;
 } CatalogDb;
 
@@ -77,5 +88,9 @@ uint64_t catalog_generation(void);
 /* Lookups on a snapshot (NULL when unknown). */
 const RelInfo *catalog_rel(const CatalogDb *cat, const char *name);
 const FuncInfo *catalog_func(const CatalogDb *cat, const char *name);
+
+/* Volatility of a call with `nargs` arguments: the most volatile overload that accepts that
+ * many (defaults and VARIADIC considered); every overload when nargs is -1 or none fits. */
+char catalog_func_volatility(const FuncInfo *f, int nargs);
 
 #endif

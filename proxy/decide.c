@@ -51,7 +51,7 @@ static bool add_table(ReadTables *t, size_t *cap, const char *name)
 static int function_reason(const CatalogDb *cat, const SqlFunction *f)
 {
     if (!cat) {
-        char v = sqlparse_builtin_volatility(f->name);
+        char v = sqlparse_builtin_volatility_nargs(f->name, f->nargs);
         if (v == 'i')
             return DECIDE_CACHE;
         return v ? SQL_REASON_VOLATILE_FUNCTION : BYPASS_USER_FUNCTION;
@@ -59,7 +59,7 @@ static int function_reason(const CatalogDb *cat, const SqlFunction *f)
     const FuncInfo *fi = catalog_func(cat, f->name);
     if (!fi)
         return BYPASS_USER_FUNCTION;
-    if (fi->volatility == 'i')
+    if (catalog_func_volatility(fi, f->nargs) == 'i')
         return DECIDE_CACHE;
     return fi->builtin ? SQL_REASON_VOLATILE_FUNCTION : BYPASS_USER_FUNCTION;
 }
@@ -164,7 +164,7 @@ static void add_written(const Config *cfg, const CatalogDb *cat, const char *nam
         return; /* a table created since the catalog was read, or a temporary one */
     for (size_t i = 0; ri->also_bump && ri->also_bump[i]; i++)
         writeset_add(w, ri->also_bump[i]);
-    if (ri->hidden_writes && !(rule && rule->n_also_invalidates > 0))
+    if (ri->hidden_writes && !(rule && rule->also_invalidates_set))
         w->all = true;
 }
 
@@ -175,7 +175,7 @@ static void add_function(const Config *cfg, const CatalogDb *cat, const SqlFunct
     bool user_volatile;
     if (cat) {
         const FuncInfo *fi = catalog_func(cat, f->name);
-        user_volatile = !fi || (!fi->builtin && fi->volatility == 'v');
+        user_volatile = !fi || (!fi->builtin && catalog_func_volatility(fi, f->nargs) == 'v');
     } else {
         user_volatile = sqlparse_builtin_volatility(f->name) == 0;
     }

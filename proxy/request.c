@@ -303,9 +303,14 @@ static void note_statement(Client *c, SqlAnalysis *a)
             strmap_remove(&s->stmts, a->deallocate_name);
         }
     }
-    /* DISCARD ALL also deallocates every prepared statement; forgetting too many is safe. */
-    if (a->discards_temp && a->command && strcmp(a->command, "DiscardStmt") == 0)
+    /* DISCARD ALL also deallocates every prepared statement. */
+    if (a->discards_all)
         session_forget_statements(s);
+    /* Custom settings are read back by name by the session probe. */
+    for (size_t i = 0; i < a->n_settings; i++)
+        if (!strmap_get(&s->guc_names, a->settings[i].name) &&
+            !strmap_put(&s->guc_names, a->settings[i].name, (void *)1))
+            s->probe_failed = true;
 }
 
 /* --- output -------------------------------------------------------------------------------- */
@@ -392,6 +397,8 @@ static bool have_catalog(Client *c, CatalogState *state)
     }
     CatalogDb *cat = catalog_acquire(c->database, state);
     if (cat) {
+        if (cat != s->cat)
+            session_touch(s); /* policies may read other settings now */
         catalog_release(s->cat);
         s->cat = cat;
         s->cat_gen = gen;
@@ -607,27 +614,35 @@ static void make_keys(Client *c, bool *all_known)
 
 /* --- the probe ---------------------------------------------------------------------------- */
 
-/* Appends a binary text[] holding the session's custom setting names. */
-static void put_name_array(ByteWriter *w, const StrMap *names)
+static void put_text_element(ByteWriter *w, const char *s)
 {
+    size_t n = strlen(s);
+    bw_u32(w, (uint32_t)n);
+    bw_put(w, s, n);
+}
+
+/*
+ * Appends, as a binary text[] parameter, the custom setting names to read: those the session
+ * touched and those row-level security policies of its database read.
+ */
+static void put_name_array(ByteWriter *w, const StrMap *names, char *const *policy_names)
+{
+    size_t count = names->count;
+    for (char *const *p = policy_names; p && *p; p++)
+        count++;
     size_t len_at = w->len;
     bw_u32(w, 0);
     size_t start = w->len;
-    if (names->count == 0) {
-        bw_u32(w, 0); /* ndim 0: empty array */
-        bw_u32(w, 0);
-        bw_u32(w, 25);
-    } else {
+    bw_u32(w, count ? 1 : 0); /* ndim; 0 is the empty array */
+    bw_u32(w, 0);             /* no NULLs */
+    bw_u32(w, 25);            /* text */
+    if (count) {
+        bw_u32(w, (uint32_t)count);
         bw_u32(w, 1);
-        bw_u32(w, 0);
-        bw_u32(w, 25);
-        bw_u32(w, (uint32_t)names->count);
-        bw_u32(w, 1);
-        for (StrMapIter it = strmap_iter(names); strmap_next(names, &it);) {
-            size_t n = strlen(it.entry->key);
-            bw_u32(w, (uint32_t)n);
-            bw_put(w, it.entry->key, n);
-        }
+        for (StrMapIter it = strmap_iter(names); strmap_next(names, &it);)
+            put_text_element(w, it.entry->key);
+        for (char *const *p = policy_names; p && *p; p++)
+            put_text_element(w, *p);
     }
     if (!w->failed)
         put_be32(w->data + len_at, (uint32_t)(w->len - start));
@@ -650,7 +665,8 @@ static bool send_probe(Client *c)
     bw_u16(&w, 1);
     bw_u16(&w, 1); /* the parameter is binary */
     bw_u16(&w, 1);
-    put_name_array(&w, &r->session.guc_names);
+    put_name_array(&w, &r->session.guc_names,
+                   r->session.cat ? r->session.cat->policy_settings : NULL);
     bw_u16(&w, 0); /* results as text */
     bw_msg_end(&w, at);
     at = bw_msg_begin(&w, 'E');
