@@ -526,3 +526,18 @@ bool cache_bump(Client *c, const WriteSet *w)
         argv[argc] = "*", argvlen[argc++] = 1;
     return store_command(wk->store, c, on_bump, NULL, (int)argc, argv, argvlen);
 }
+
+void cache_register_database(Client *c)
+{
+    Worker *w = c->worker;
+    ByteWriter *sb = &w->scratch;
+    bw_reset(sb);
+    bw_cstr_raw(sb, cfg_of(c)->cache.key_prefix);
+    bw_cstr_raw(sb, ":dbs");
+    if (sb->failed)
+        return;
+    const char *argv[3] = {"SADD", (const char *)sb->data, c->database};
+    size_t argvlen[3] = {4, sb->len, strlen(c->database)};
+    if (!store_command(w->store, NULL, NULL, NULL, 3, argv, argvlen))
+        return; /* Redis down: the next session registers it */
+}

@@ -71,6 +71,10 @@ void cache_fill(Client *c, Exec *e);
  * the client's answer anyway and the loss is recorded (global epoch bump later). */
 bool cache_bump(Client *c, const WriteSet *w) __attribute__((warn_unused_result));
 
+/* Records the session's database in <prefix>:dbs, which FLUSH TABLE walks (fire and
+ * forget, idempotent). */
+void cache_register_database(Client *c);
+
 /* Called by cache.c when the unit's last lookup reply / its bump reply arrives (the caller
  * then runs client_kick). */
 void request_lookup_done(Client *c);

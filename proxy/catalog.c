@@ -674,6 +674,19 @@ void catalog_invalidate_all(void)
     pthread_mutex_unlock(&lock);
 }
 
+bool catalog_some_database(char *out, size_t len)
+{
+    bool found = false;
+    pthread_mutex_lock(&lock);
+    StrMapIter it = strmap_iter(&dbs);
+    if (strmap_next(&dbs, &it)) {
+        snprintf(out, len, "%s", it.entry->key);
+        found = true;
+    }
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 uint64_t catalog_generation(void)
 {
     return atomic_load_explicit(&generation, memory_order_relaxed);

@@ -82,6 +82,9 @@ void catalog_invalidate(const char *db);
 /* Reload: read every database again. */
 void catalog_invalidate_all(void);
 
+/* Copies the name of some database whose catalog was requested; false when none. */
+bool catalog_some_database(char *out, size_t len);
+
 /* Changes whenever any snapshot is replaced; a cheap test for "re-acquire". */
 uint64_t catalog_generation(void);
 

@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "proxy/admin.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -41,7 +42,7 @@ static const Config *cfg_of(const Client *c)
 }
 
 /* The only place that writes c->state. */
-static void client_set_state(Client *c, ClientState state)
+void client_set_state(Client *c, ClientState state)
 {
     c->state = state;
 }
@@ -86,7 +87,9 @@ Client *client_new(Worker *w, int fd)
             port = ntohs(in6->sin6_port);
         }
     }
-    snprintf(c->ident, sizeof c->ident, "c%llu %s:%d", (unsigned long long)c->id, host, port);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    snprintf(c->ident, sizeof c->ident, "c%llu %s", (unsigned long long)c->id, c->peer);
+    c->connected_ms = clock_ms();
 
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -116,6 +119,7 @@ void client_free(Client *c)
     iobuf_free(&c->s_in);
     iobuf_free(&c->s_out);
     request_free(&c->req);
+    admin_free(c->admin);
     free(c->startup);
     free(c->user);
     free(c->database);
@@ -264,6 +268,8 @@ static bool want_client_read(const Client *c)
     case CS_STARTUP:
     case CS_AUTH:
     case CS_READY:
+    case CS_ADMIN_AUTH:
+    case CS_ADMIN:
         return iobuf_len(&c->c_in) < in_limit(c->c_need) && iobuf_len(&c->s_out) < OUT_HIGH;
     default:
         return false;
@@ -526,6 +532,11 @@ static void handle_startup(Client *c)
         }
         if (!parse_startup_params(c, p, len))
             return;
+        if (strcmp(c->database, ADMIN_DATABASE) == 0) {
+            iobuf_consume(&c->c_in, len);
+            admin_begin(c);
+            return;
+        }
         c->startup = malloc(len);
         if (!c->startup) {
             client_close(c, "out of memory");
@@ -647,6 +658,10 @@ static void client_run(Client *c)
             if (c->state == CS_READY)
                 request_client_input(c);
             break;
+        case CS_ADMIN_AUTH:
+        case CS_ADMIN:
+            admin_client_input(c);
+            break;
         default:
             break;
         }
@@ -759,6 +774,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     switch (c->state) {
     case CS_STARTUP:
     case CS_AUTH:
+    case CS_ADMIN_AUTH:
         client_fail(c, "08006", "timeout: the client did not finish start-up in time");
         break;
     case CS_CONNECTING:
@@ -795,6 +811,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         break;
     }
+    case CS_ADMIN:
+        ev_timer_stop(loop, w);
+        return;
     case CS_DEAD:
         return;
     }

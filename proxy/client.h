@@ -22,6 +22,8 @@ typedef enum {
     CS_AUTH,       /* relaying authentication until the server's first ReadyForQuery */
     CS_READY,      /* relaying queries through the request path */
     CS_CANCEL,     /* waiting to hand a CancelRequest to the upstream, then closing */
+    CS_ADMIN_AUTH, /* admin console: waiting for the client's SCRAM messages */
+    CS_ADMIN,      /* admin console: answering commands */
     CS_CLOSING,    /* flushing a last message to the client, then closing */
     CS_DEAD,       /* closed; freed by the worker before its loop blocks again */
 } ClientState;
@@ -53,6 +55,9 @@ struct Client {
     bool terminate_sent;       /* client sent Terminate: close once s_out is flushed */
     int pending_callbacks;     /* Redis replies that still point at this client */
     Request req;               /* the request path's state */
+    struct AdminSession *admin;/* admin console state, NULL for ordinary sessions */
+    int64_t connected_ms;      /* clock_ms() at accept */
+    char peer[64];             /* client address "host:port" */
     Client *prev, *next;       /* worker's list */
 };
 
@@ -61,6 +66,9 @@ Client *client_new(Worker *w, int fd);
 
 /* Frees a parked client; only the worker calls it, when pending_callbacks is 0. */
 void client_free(Client *c);
+
+/* The only way to change c->state. */
+void client_set_state(Client *c, ClientState state);
 
 /* Closes both sockets and parks the client (safe to call twice). */
 void client_close(Client *c, const char *why);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -17,6 +18,7 @@
 #include "proxy/log.h"
 #include "proxy/report.h"
 #include "proxy/runtime.h"
+#include "proxy/scram.h"
 #include "proxy/subscriber.h"
 #include "proxy/versions.h"
 #include "proxy/worker.h"
@@ -59,6 +61,8 @@ static void usage(FILE *to)
             "      --upstream H:P    the real PostgreSQL (overrides upstream:)\n"
             "      --redis URL       redis://[[user]:password@]host:port/db (overrides redis:)\n"
             "      --check-config    validate the configuration and exit\n"
+            "      --make-secret     read a password on stdin, print its SCRAM-SHA-256 secret\n"
+            "                        (for admin.users)\n"
             "  -V, --version         print the version and exit\n"
             "  -h, --help            this help\n"
             "\n"
@@ -209,15 +213,53 @@ static bool healthy(char *reason, size_t len)
     return true;
 }
 
+/* --make-secret: one line from stdin (no echo when it is a terminal) → a SCRAM secret. */
+static int make_secret(void)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "password: ");
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    char password[1024];
+    bool got = fgets(password, sizeof password, stdin) != NULL;
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &old);
+        fprintf(stderr, "\n");
+    }
+    if (!got) {
+        fprintf(stderr, "pgstash: no password on stdin\n");
+        return 1;
+    }
+    password[strcspn(password, "\r\n")] = 0;
+    if (!password[0]) {
+        fprintf(stderr, "pgstash: empty password\n");
+        return 1;
+    }
+    char secret[256];
+    bool ok = scram_make_secret(password, 4096, secret, sizeof secret);
+    explicit_bzero(password, sizeof password);
+    if (!ok) {
+        fprintf(stderr, "pgstash: cannot make a secret\n");
+        return 1;
+    }
+    printf("%s\n", secret);
+    return 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
-    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_CHECK };
+    enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_REDIS, OPT_CHECK, OPT_SECRET };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"upstream", required_argument, NULL, OPT_UPSTREAM},
         {"redis", required_argument, NULL, OPT_REDIS},
         {"check-config", no_argument, NULL, OPT_CHECK},
+        {"make-secret", no_argument, NULL, OPT_SECRET},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -240,6 +282,8 @@ static int parse_args(int argc, char **argv)
         case OPT_CHECK:
             opts.check_only = true;
             break;
+        case OPT_SECRET:
+            exit(make_secret());
         case 'V':
             printf("pgstash %s (%s)\n", PGSTASH_VERSION, PGSTASH_GITREV);
             exit(0);
@@ -323,6 +367,9 @@ int main(int argc, char **argv)
     sigaddset(&handled, SIGTERM);
     sigaddset(&handled, SIGINT);
     pthread_sigmask(SIG_BLOCK, &handled, &previous);
+    rt.workers = workers;
+    rt.n_workers = n_workers;
+    rt.config_path = opts.config_path;
     if (!catalog_start(workers, n_workers)) {
         log_error("cannot start the catalog thread");
         return 1;
@@ -362,6 +409,7 @@ int main(int argc, char **argv)
     catalog_stop();
     for (int i = 0; i < n_workers; i++) {
         tablestats_free(&workers[i].tables);
+        tablestats_free(&workers[i].queries);
         ev_loop_destroy(workers[i].loop);
         if (workers[i].spare_fd >= 0)
             close(workers[i].spare_fd);

@@ -35,4 +35,7 @@ typedef enum {
 /* Name of a reason code (SqlReason or BypassReason), e.g. "volatile_function". */
 const char *bypass_reason_name(int reason);
 
+/* The same in words, for EXPLAIN CACHE. */
+const char *bypass_reason_text(int reason);
+
 #endif

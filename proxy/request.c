@@ -356,9 +356,28 @@ static void log_decision(Client *c, const Exec *e, const char *verdict)
 
 typedef enum { TABLE_HIT, TABLE_MISS, TABLE_BYPASS } TableEvent;
 
+/* Per-shape counters of one execution (SHOW QUERIES). */
+static void note_query(Client *c, const Exec *e, TableEvent ev)
+{
+    SqlAnalysis *a = e->analysis;
+    if (!a)
+        return;
+    TableCounters *qc = a->user_slot;
+    if (!qc) {
+        qc = tablestats_get_key(&c->worker->queries, a->normalized ? a->normalized : a->command);
+        a->user_slot = qc;
+        if (!qc)
+            return;
+    }
+    STAT_INC(qc->reads);
+    stat_add(ev == TABLE_HIT ? &qc->hits : ev == TABLE_MISS ? &qc->misses : &qc->bypasses, 1);
+    atomic_store_explicit(&qc->last_reason, e->reason, memory_order_relaxed);
+}
+
 /* Per-table counters of one execution. */
 static void note_tables(Client *c, const Exec *e, TableEvent ev)
 {
+    note_query(c, e, ev);
     TableStats *ts = &c->worker->tables;
     const CatalogDb *cat = c->req.session.cat;
     size_t n = ev == TABLE_BYPASS ? (e->analysis ? e->analysis->n_reads : 0) : e->tables.n_tables;
@@ -397,6 +416,8 @@ static bool have_catalog(Client *c, CatalogState *state)
     }
     CatalogDb *cat = catalog_acquire(c->database, state);
     if (cat) {
+        if (!s->cat)
+            cache_register_database(c);
         if (cat != s->cat)
             session_touch(s); /* policies may read other settings now */
         catalog_release(s->cat);

@@ -32,6 +32,9 @@ typedef struct {
     _Atomic uint64_t clients_total;       /* client connections accepted since start */
     _Atomic uint64_t next_client_id;      /* identities for log lines */
     int64_t started_ms;                   /* clock_ms() at start */
+    struct Worker *workers;               /* all workers (fixed after start-up) */
+    int n_workers;
+    const char *config_path;              /* -c FILE, or NULL */
 } Runtime;
 
 extern Runtime rt;

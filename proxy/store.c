@@ -90,9 +90,21 @@ static LogRateLimit redis_rl;
 static void store_connect(Store *s);
 static void store_drop(Store *s, StoreStatus why, const char *reason);
 
+/* Workers whose Redis connection is up, for SHOW STATS and /healthz. */
+static _Atomic int stores_up;
+
 static void store_set_state(Store *s, StoreState st)
 {
+    if (s->state != STORE_UP && st == STORE_UP)
+        atomic_fetch_add(&stores_up, 1);
+    else if (s->state == STORE_UP && st != STORE_UP)
+        atomic_fetch_sub(&stores_up, 1);
     s->state = st;
+}
+
+int store_up_count(void)
+{
+    return atomic_load(&stores_up);
 }
 
 uint64_t store_version_seed(void)

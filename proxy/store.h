@@ -59,6 +59,9 @@ bool store_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc, c
  */
 void store_note_lost_write(void);
 
+/* How many workers have their Redis connection up right now. */
+int store_up_count(void);
+
 /* Once per loop iteration: bumps the global epoch if another worker lost a write. */
 void store_tick(Store *s);
 

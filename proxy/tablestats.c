@@ -25,6 +25,11 @@ TableCounters *tablestats_get(TableStats *t, const char *db, const char *table)
 {
     char key[192];
     snprintf(key, sizeof key, "%s.%s", db, table);
+    return tablestats_get_key(t, key);
+}
+
+TableCounters *tablestats_get_key(TableStats *t, const char *key)
+{
     TableCounters *tc = strmap_get(&t->map, key); /* only this worker inserts */
     if (tc || t->map.count >= TABLESTATS_MAX)
         return tc;
@@ -73,6 +78,7 @@ size_t tablestats_collect(TableStats *const *ts, int n, TableTotals **out)
             t->misses += LOAD(tc->misses);
             t->bypasses += LOAD(tc->bypasses);
             t->invalidations += LOAD(tc->invalidations);
+            t->last_reason = atomic_load_explicit(&tc->last_reason, memory_order_relaxed);
         }
         pthread_mutex_unlock(&ts[i]->lock);
     }

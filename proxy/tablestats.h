@@ -1,6 +1,6 @@
 /*
- * tablestats.h — per-table traffic counters (reads, hits, misses, bypasses, invalidations),
- * one map per worker. The worker is the only writer of its counters and the only one that
+ * tablestats.h — traffic counters by name (reads, hits, misses, bypasses, invalidations), one
+ * map per worker: per table ("db.table") and per statement shape (SHOW QUERIES). The worker is the only writer of its counters and the only one that
  * inserts; the reporter reads under the map's lock, so inserting never races iterating.
  */
 #ifndef PGSTASH_TABLESTATS_H
@@ -21,6 +21,7 @@ typedef struct {
     _Atomic uint64_t misses;        /* cacheable, sent to the server */
     _Atomic uint64_t bypasses;      /* not cacheable */
     _Atomic uint64_t invalidations; /* version bumps */
+    _Atomic int last_reason;        /* statement shapes: the latest decision (0 = cache) */
 } TableCounters;
 
 typedef struct {
@@ -34,10 +35,14 @@ void tablestats_free(TableStats *t);
 /* The counters of one table (created on first use), or NULL when the map is full. */
 TableCounters *tablestats_get(TableStats *t, const char *db, const char *table);
 
+/* The same under any key (a statement shape). */
+TableCounters *tablestats_get_key(TableStats *t, const char *key);
+
 /* One table's totals over all workers. */
 typedef struct {
-    char name[192];
+    char name[520];
     uint64_t reads, hits, misses, bypasses, invalidations;
+    int last_reason;
 } TableTotals;
 
 /*

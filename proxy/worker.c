@@ -63,6 +63,7 @@ fail_errno:
 
 void worker_park_client(Worker *w, Client *c)
 {
+    pthread_mutex_lock(&w->clients_lock);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -73,6 +74,7 @@ void worker_park_client(Worker *w, Client *c)
     c->next = w->dead;
     w->dead = c;
     w->n_clients--;
+    pthread_mutex_unlock(&w->clients_lock);
 }
 
 static void reap_dead(Worker *w)
@@ -146,11 +148,13 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         Client *c = client_new(w, fd);
         if (!c)
             continue;
+        pthread_mutex_lock(&w->clients_lock);
         c->next = w->clients;
         if (w->clients)
             w->clients->prev = c;
         w->clients = c;
         w->n_clients++;
+        pthread_mutex_unlock(&w->clients_lock);
     }
 }
 
@@ -246,12 +250,14 @@ static void *worker_main(void *arg)
 
 bool worker_start(Worker *w)
 {
+    pthread_mutex_init(&w->clients_lock, NULL);
     w->loop = ev_loop_new(EVFLAG_AUTO);
     if (!w->loop)
         return false;
     w->snap = runtime_snapshot();
     atomic_store(&w->seen_gen, w->snap->gen);
     tablestats_init(&w->tables);
+    tablestats_init(&w->queries);
     w->memo = sqlparse_memo_new(MEMO_CAPACITY);
     w->store = store_new(w, w->snap->cfg);
     if (!w->memo || !w->store)

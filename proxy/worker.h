@@ -34,6 +34,7 @@ typedef struct Worker {
     ev_timer slow_tick;         /* 4 Hz housekeeping: units stuck waiting for a catalog */
     const Snapshot *snap;       /* snapshot in use this loop iteration */
     _Atomic uint64_t seen_gen;  /* last snapshot generation this worker picked up */
+    pthread_mutex_t clients_lock; /* held to link/unlink clients, and by SHOW CLIENTS */
     Client *clients;            /* live clients (doubly linked) */
     Client *dead;               /* closed clients waiting to be freed */
     int n_clients;
@@ -42,6 +43,7 @@ typedef struct Worker {
     WorkerStats stats;          /* counters, read racily by the stats reporter */
     ByteWriter scratch;         /* Redis command arguments are built here */
     TableStats tables;          /* per-table counters */
+    TableStats queries;         /* per statement shape counters */
     _Atomic bool finished;      /* the loop has exited */
 } Worker;
 

@@ -265,6 +265,27 @@ void sqlparse_memo_stats(const SqlMemo *memo, SqlMemoStats *out)
 }
 
 /*
+ * The statement's shape for people: constants replaced by $n (libpg_query's normaliser),
+ * cut to NORMALIZED_MAX bytes; the text itself when it does not normalise. Once per shape.
+ */
+static char *normalize(const char *text, size_t len)
+{
+    enum { NORMALIZED_MAX = 512 };
+    PgQueryNormalizeResult r = pg_query_normalize(text);
+    const char *src = r.error || !r.normalized_query ? text : r.normalized_query;
+    size_t n = r.error || !r.normalized_query ? len : strlen(src);
+    if (n > NORMALIZED_MAX)
+        n = NORMALIZED_MAX;
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, src, n);
+        out[n] = 0;
+    }
+    pg_query_free_normalize_result(r);
+    return out;
+}
+
+/*
  * Everything after an exact miss: scan (shape, nesting estimate), look the shape up, parse
  * when that misses too, and remember the result under the text and, when it does not depend
  * on a constant's value, under the shape.
@@ -305,6 +326,8 @@ static SqlAnalysis *analyze_miss(SqlMemo *memo, const char *text, size_t len, ui
     a = sqlparse_parse_text(buf, &shareable);
     if (!a)
         goto done;
+    if (memo)
+        a->normalized = normalize(buf, len);
     if (memo)
         memo->parses++;
     if (use_shape && shareable)
@@ -349,9 +372,11 @@ SqlAnalysis *sqlparse_ref(SqlAnalysis *a)
 
 void sqlparse_release(SqlAnalysis *a)
 {
-    /* The analysis is one block (see analyze.c's freeze). */
-    if (a && --a->refcount_ == 0)
+    /* The analysis is one block (see analyze.c's freeze), plus its normalized text. */
+    if (a && --a->refcount_ == 0) {
+        free(a->normalized);
         free(a);
+    }
 }
 
 /* Whether this thread holds libpg_query memory (see sqlparse_exit). */

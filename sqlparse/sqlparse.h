@@ -163,6 +163,8 @@ typedef struct SqlAnalysis {
     char *deallocate_name;    /* DEALLOCATE name: name; "" for DEALLOCATE ALL; else NULL */
 
     char *error; /* parse error message for SQL_KIND_ERROR, else NULL */
+    char *normalized; /* the shape for reports, constants as $n (memoised analyses only) */
+    void *user_slot;  /* free for the memo's owner (one thread): e.g. per-shape counters */
 
     int refcount_; /* private: see sqlparse_ref/sqlparse_release */
 } SqlAnalysis;
