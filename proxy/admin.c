@@ -547,7 +547,7 @@ static const char FLUSH_TABLE_SCRIPT[] =
     "  local v\n"
     "  if redis.call('EXISTS', k) == 1 then v = redis.call('INCR', k)\n"
     "  else v = tonumber(ARGV[4]); redis.call('SET', k, ARGV[4]) end\n"
-    "  redis.call('PUBLISH', ARGV[5], db .. '\\0' .. ARGV[3] .. '=' .. v)\n"
+    "  redis.call('PUBLISH', ARGV[5], db .. '\\0' .. ARGV[3] .. '=' .. string.format('%d', v))\n"
     "end\n"
     "return #dbs\n";
 

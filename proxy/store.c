@@ -30,7 +30,8 @@
 /*
  * KEYS: version counters to bump. ARGV[1]: seed for a missing counter, ARGV[2]: the
  * invalidation channel, ARGV[3]: database name, ARGV[4..]: table names ("*" = epoch).
- * Returns the new values; publishes "db\0table=version\0...".
+ * Returns the new values; publishes "db\0table=version\0...". Versions are formatted with
+ * %d: Lua's default number format (%.14g) would turn a 16-digit seed into "1.79e+15".
  */
 const char store_bump_script[] =
     "local out = {}\n"
@@ -40,7 +41,7 @@ const char store_bump_script[] =
     "  if redis.call('EXISTS', k) == 1 then v = redis.call('INCR', k)\n"
     "  else v = tonumber(ARGV[1]); redis.call('SET', k, ARGV[1]) end\n"
     "  out[i] = v\n"
-    "  msg[#msg + 1] = ARGV[3 + i] .. '=' .. v\n"
+    "  msg[#msg + 1] = ARGV[3 + i] .. '=' .. string.format('%d', v)\n"
     "end\n"
     "redis.call('PUBLISH', ARGV[2], table.concat(msg, '\\0'))\n"
     "return out\n";
