@@ -9,7 +9,7 @@ set -euo pipefail
 build_pkgs=(gcc make pkg-config libev-dev libhiredis-dev libjansson-dev check libsubunit-dev
     libpg-query-dev libprotobuf-c-dev libyaml-dev libssl-dev libpq-dev)
 run_pkgs=(postgresql-15 postgresql-client-15 redis-server)
-test_pkgs=("${run_pkgs[@]}" python3 python3-psycopg2 python3-pytest curl procps iproute2)
+test_pkgs=("${run_pkgs[@]}" python3 python3-psycopg2 python3-psycopg python3-pytest curl procps iproute2)
 bench_pkgs=("${run_pkgs[@]}" pgbouncer pgpool2 procps)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 clients_pkgs=(python3-psycopg2 python3-psycopg nodejs npm default-jdk-headless libpostgresql-jdbc-java)
