@@ -533,6 +533,8 @@ Config *config_defaults(void)
     cfg->cache.consistency = CONSISTENCY_STRICT;
     cfg->cache.key_prefix = strdup("pgstash");
     cfg->cache.redis_timeout_ms = 50;
+    cfg->cache.local_max_bytes = 64 * MB;
+    cfg->cache.local_ttl_ms = 1000;
     cfg->cache.enabled = true;
 
     cfg->log.level = LOG_INFO;
@@ -912,8 +914,9 @@ static WUR bool load_catalog(Loader *ld, const YDocNode *map)
 
 static WUR bool load_cache(Loader *ld, const YDocNode *map)
 {
-    static const char *const keys[] = {"enabled",     "default_ttl", "max_entry_bytes",
-                                       "consistency", "key_prefix",  "redis_timeout"};
+    static const char *const keys[] = {"enabled",     "default_ttl",   "max_entry_bytes",
+                                       "consistency", "key_prefix",    "redis_timeout",
+                                       "local_max_bytes", "local_ttl"};
     static const char *const consistency[] = {"strict", "local"};
     int seen[N_OF(keys)] = {0};
     Config *cfg = ld->cfg;
@@ -962,10 +965,19 @@ static WUR bool load_cache(Loader *ld, const YDocNode *map)
             if (v->len > 128)
                 return fail_at(ld, v->line, "cache.key_prefix: longer than 128 bytes");
             break;
-        default:
+        case 5:
             /* Zero would mean "wait forever", the opposite of failing open. */
             if (!load_duration(ld, v, "cache.redis_timeout", 1, MS_HOUR,
                                &cfg->cache.redis_timeout_ms))
+                return false;
+            break;
+        case 6:
+            if (!load_size(ld, v, "cache.local_max_bytes", 0, 64 * GB,
+                           &cfg->cache.local_max_bytes))
+                return false;
+            break;
+        default:
+            if (!load_duration(ld, v, "cache.local_ttl", 0, MS_HOUR, &cfg->cache.local_ttl_ms))
                 return false;
             break;
         }

@@ -93,6 +93,10 @@ typedef struct Config {
         char *key_prefix;         /* cache.key_prefix: default "pgstash" */
         int64_t redis_timeout_ms; /* cache.redis_timeout: default 50ms */
         bool enabled;             /* cache.enabled: default true; false = pure proxy */
+        size_t local_max_bytes;   /* cache.local_max_bytes: default 64MB; the in-process tier
+                                     (consistency: local only), split between workers; 0 = off */
+        int64_t local_ttl_ms;     /* cache.local_ttl: default 1s; longest an entry lives in the
+                                     in-process tier (its own TTL bounds it too) */
     } cache;
 
     TableRule *tables; /* tables: sorted by name */

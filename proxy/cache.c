@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "proxy/client.h"
+#include "proxy/hottier.h"
 #include "proxy/log.h"
 #include "proxy/reasons.h"
 #include "proxy/store.h"
@@ -265,6 +266,33 @@ static bool take_versions(Client *c, Exec *e, const redisReply *reply, size_t fr
     return ok;
 }
 
+bool cache_tier_usable(const Client *c)
+{
+    const Config *cfg = cfg_of(c);
+    return cfg->cache.consistency == CONSISTENCY_LOCAL && cfg->cache.local_max_bytes > 0 &&
+           cfg->cache.local_ttl_ms > 0 && subscriber_live();
+}
+
+bool cache_tier_lookup(Client *c, Exec *e)
+{
+    EntryView v;
+    if (!hottier_get(c->worker->tier, &e->key, clock_ms(), &v) || (e->want_desc && !v.desc))
+        return false;
+    e->view = v;
+    e->lookup = LOOKUP_HIT;
+    return true;
+}
+
+/* Keeps an entry in the in-process tier for min(its TTL, cache.local_ttl). */
+static void tier_keep(Client *c, const Exec *e, const uint8_t *blob, size_t len)
+{
+    if (!cache_tier_usable(c))
+        return;
+    int64_t ttl = e->tables.ttl_ms;
+    int64_t cap = cfg_of(c)->cache.local_ttl_ms;
+    hottier_put(c->worker->tier, &e->key, blob, len, clock_ms() + (ttl < cap ? ttl : cap));
+}
+
 /* Validates and keeps a stored entry; false (counted) when it is unusable. */
 static bool take_entry(Client *c, Exec *e, const redisReply *r)
 {
@@ -286,7 +314,10 @@ static bool take_entry(Client *c, Exec *e, const redisReply *r)
         return false;
     memcpy(e->blob, r->str, r->len);
     e->blob_len = r->len;
-    return entry_parse(e->blob, e->blob_len, &e->view);
+    if (!entry_parse(e->blob, e->blob_len, &e->view))
+        return false;
+    tier_keep(c, e, e->blob, e->blob_len);
+    return true;
 }
 
 typedef struct {
@@ -452,6 +483,7 @@ void cache_fill(Client *c, Exec *e)
     size_t argvlen[5] = {3, sb->len - at, e->capture.len, 2, strlen(ttl)};
     if (!store_command(w->store, c, on_fill, NULL, 5, argv, argvlen))
         STAT_INC(w->stats.fill_skipped);
+    tier_keep(c, e, e->capture.data, e->capture.len);
 }
 
 /* --- bump ------------------------------------------------------------------------------ */

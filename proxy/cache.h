@@ -61,6 +61,13 @@ void exec_clear(Exec *e);
 bool cache_make_key(Client *c, Exec *e, CacheKeyProtocol proto, const char *text, size_t text_len,
                     const Stmt *st, const PgBindMsg *bind);
 
+/* True when the in-process tier may answer (local mode, live invalidation channel). */
+bool cache_tier_usable(const Client *c);
+
+/* Looks an execution whose key is known up in the in-process tier; on a hit its view points
+ * into the tier (valid until the tier is next used) and e->lookup is LOOKUP_HIT. */
+bool cache_tier_lookup(Client *c, Exec *e);
+
 /* Sends the lookup of one execution. False when Redis is not usable (fail open). */
 bool cache_lookup(Client *c, Exec *e, bool key_known) __attribute__((warn_unused_result));
 

@@ -74,6 +74,7 @@ void report_totals(Worker *const *ws, int n, StatsTotals *t)
         const WorkerStats *s = &ws[i]->stats;
         t->queries += LOAD(s->queries);
         t->hits += LOAD(s->hits);
+        t->local_hits += LOAD(s->local_hits);
         t->misses += LOAD(s->misses);
         t->fills += LOAD(s->fills);
         t->fill_skipped += LOAD(s->fill_skipped);
@@ -120,6 +121,7 @@ json_t *report_json(Worker *const *ws, int n)
     report_totals(ws, n, &t);
     json_t *o = json_object();
     json_object_set_new(o, "hits", json_integer((json_int_t)t.hits));
+    json_object_set_new(o, "local_hits", json_integer((json_int_t)t.local_hits));
     json_object_set_new(o, "misses", json_integer((json_int_t)t.misses));
     json_object_set_new(o, "fills", json_integer((json_int_t)t.fills));
     json_object_set_new(o, "fill_skipped", json_integer((json_int_t)t.fill_skipped));

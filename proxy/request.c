@@ -923,6 +923,20 @@ static void start_lookups(Client *c)
     }
     bool all_known;
     make_keys(c, &all_known);
+    /* consistency: local — the in-process tier answers without any network. */
+    if (all_known && cache_tier_usable(c)) {
+        int tier_hits = 0;
+        for (int i = 0; i < r->n_execs; i++)
+            tier_hits += cache_tier_lookup(c, &r->execs[i]);
+        if (tier_hits == r->n_execs) {
+            STAT_INC(c->worker->stats.local_hits);
+            if (replay(c))
+                answered_locally(c);
+            return;
+        }
+        for (int i = 0; i < r->n_execs; i++)
+            r->execs[i].lookup = LOOKUP_WAIT;
+    }
     request_set_state(r, REQ_LOOKUP);
     r->lookups_pending = r->n_execs;
     for (int i = 0; i < r->n_execs; i++) {

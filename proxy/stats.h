@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     _Atomic uint64_t queries;        /* cacheable-or-not reads and writes seen */
     _Atomic uint64_t hits;           /* statements answered from the cache */
+    _Atomic uint64_t local_hits;     /* units answered from the in-process tier (no Redis) */
     _Atomic uint64_t misses;         /* cacheable statements sent to the server */
     _Atomic uint64_t fills;          /* entries stored */
     _Atomic uint64_t fill_skipped;   /* results too big or not storable */
@@ -52,7 +53,7 @@ uint64_t hist_quantile(const Histogram *const *hs, size_t n, double q);
 
 /* Sums of every worker's counters. */
 typedef struct {
-    uint64_t queries, hits, misses, fills, fill_skipped, invalidations, epoch_bumps, writes;
+    uint64_t queries, hits, local_hits, misses, fills, fill_skipped, invalidations, epoch_bumps, writes;
     uint64_t redis_errors, redis_timeouts, bad_entries, protocol_errors, upstream_errors;
     uint64_t bypasses[STATS_MAX_REASONS];
     uint64_t bypass_total;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "proxy/client.h"
+#include "proxy/hottier.h"
 #include "proxy/log.h"
 #include "proxy/store.h"
 #include "sqlparse/sqlparse.h"
@@ -209,6 +210,13 @@ static void on_wakeup(struct ev_loop *loop, ev_async *a, int revents)
     }
 }
 
+/* Each worker gets an equal share of cache.local_max_bytes. */
+static size_t tier_bytes(const Config *cfg)
+{
+    int n = rt.n_workers > 0 ? rt.n_workers : config_worker_count(cfg);
+    return cfg->cache.local_max_bytes / (size_t)(n > 0 ? n : 1);
+}
+
 static void on_slow_tick(struct ev_loop *loop, ev_timer *t, int revents)
 {
     Worker *w = t->data;
@@ -229,6 +237,8 @@ static void on_before_block(struct ev_loop *loop, ev_prepare *p, int revents)
         w->snap = snap;
         if (w->store)
             store_reconfigure(w->store, snap->cfg);
+        if (w->tier)
+            hottier_resize(w->tier, tier_bytes(snap->cfg));
     }
     atomic_store(&w->seen_gen, w->snap->gen);
     store_tick(w->store);
@@ -244,6 +254,8 @@ static void *worker_main(void *arg)
     sqlparse_memo_free(w->memo);
     w->memo = NULL;
     bw_free(&w->scratch);
+    hottier_free(w->tier);
+    w->tier = NULL;
     atomic_store(&w->finished, true);
     return NULL;
 }
@@ -260,7 +272,8 @@ bool worker_start(Worker *w)
     tablestats_init(&w->queries);
     w->memo = sqlparse_memo_new(MEMO_CAPACITY);
     w->store = store_new(w, w->snap->cfg);
-    if (!w->memo || !w->store)
+    w->tier = hottier_new(tier_bytes(w->snap->cfg));
+    if (!w->memo || !w->store || !w->tier)
         return false;
 
     ev_io_init(&w->accept_io, on_accept, w->listen_fd, EV_READ);

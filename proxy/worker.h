@@ -39,6 +39,7 @@ typedef struct Worker {
     Client *dead;               /* closed clients waiting to be freed */
     int n_clients;
     Store *store;               /* this worker's Redis connection */
+    struct HotTier *tier;       /* this worker's in-process tier (consistency: local) */
     SqlMemo *memo;              /* this worker's statement-analysis memo */
     WorkerStats stats;          /* counters, read racily by the stats reporter */
     ByteWriter scratch;         /* Redis command arguments are built here */

@@ -91,6 +91,10 @@ static void describe(const Config *c, const char *field, char *buf, size_t n)
         snprintf(buf, n, "%s", str_or_null(c->cache.key_prefix));
     else if (strcmp(field, "cache.redis_timeout_ms") == 0)
         snprintf(buf, n, "%lld", (long long)c->cache.redis_timeout_ms);
+    else if (strcmp(field, "cache.local_max_bytes") == 0)
+        snprintf(buf, n, "%zu", c->cache.local_max_bytes);
+    else if (strcmp(field, "cache.local_ttl_ms") == 0)
+        snprintf(buf, n, "%lld", (long long)c->cache.local_ttl_ms);
     else if (strcmp(field, "log.level") == 0)
         snprintf(buf, n, "%s", config_log_level_name(c->log.level));
     else if (strcmp(field, "log.format") == 0)
@@ -172,6 +176,8 @@ static const struct {
     {"cache.consistency", "strict"},
     {"cache.key_prefix", "pgstash"},
     {"cache.redis_timeout_ms", "50"},
+    {"cache.local_max_bytes", "67108864"},
+    {"cache.local_ttl_ms", "1000"},
     {"log.level", "info"},
     {"log.format", "text"},
     {"log.stats_interval_ms", "10000"},
@@ -535,6 +541,10 @@ static const struct {
     {"cache: {key_prefix: '{pgstash}'}\n", "cache.key_prefix", "{pgstash}"},
     {"cache: {redis_timeout: 50ms}\n", "cache.redis_timeout_ms", "50"},
     {"cache: {redis_timeout: 2s}\n", "cache.redis_timeout_ms", "2000"},
+    {"cache: {local_max_bytes: 0}\n", "cache.local_max_bytes", "0"},
+    {"cache: {local_max_bytes: 256MB}\n", "cache.local_max_bytes", "268435456"},
+    {"cache: {local_ttl: 250ms}\n", "cache.local_ttl_ms", "250"},
+    {"cache: {local_ttl: 0}\n", "cache.local_ttl_ms", "0"},
     {"cache: {redis_timeout: 1ms}\n", "cache.redis_timeout_ms", "1"},
     /* log */
     {"log: {level: error}\n", "log.level", "error"},
@@ -656,7 +666,7 @@ static const struct {
      "cache, tables, functions, log, limits, admin)"},
     {"cache:\n  default_tll: 1s\n",
      "x.yaml:2: unknown key 'default_tll' in cache (expected one of: enabled, default_ttl, "
-     "max_entry_bytes, consistency, key_prefix, redis_timeout)"},
+     "max_entry_bytes, consistency, key_prefix, redis_timeout, local_max_bytes, local_ttl)"},
     {"catalog: {password: x}\n",
      "x.yaml:1: unknown key 'password' in catalog (expected one of: user, password_env, dbname)"},
     {"log:\n  lvl: info\n",
