@@ -14,6 +14,7 @@
 
 #include "config/config.h"
 #include "proxy/catalog.h"
+#include "proxy/health.h"
 #include "proxy/http.h"
 #include "proxy/log.h"
 #include "proxy/report.h"
@@ -207,12 +208,6 @@ static void on_reclaim_timer(struct ev_loop *loop, ev_timer *w, int revents)
     reclaim_snapshots();
 }
 
-static bool healthy(char *reason, size_t len)
-{
-    snprintf(reason, len, "ok");
-    return true;
-}
-
 /* --make-secret: one line from stdin (no echo when it is a terminal) → a SCRAM secret. */
 static int make_secret(void)
 {
@@ -353,12 +348,16 @@ int main(int argc, char **argv)
 
     struct ev_loop *loop = EV_DEFAULT;
     if (cfg->admin.listen_set) {
-        HttpContext hc = {worker_ptrs, n_workers, healthy};
+        HttpContext hc = {worker_ptrs, n_workers, health_check};
         if (!http_start(loop, &cfg->admin.listen, &hc, err, sizeof err)) {
             log_error("%s", err);
             return 1;
         }
         http_running = true;
+        if (!health_start()) {
+            log_error("cannot start the health checker");
+            return 1;
+        }
     }
     /* Workers inherit a mask without the handled signals, so only this thread gets them. */
     sigset_t handled, previous;
@@ -407,6 +406,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_workers; i++)
         pthread_join(workers[i].thread, NULL);
     catalog_stop();
+    health_stop();
     for (int i = 0; i < n_workers; i++) {
         tablestats_free(&workers[i].tables);
         tablestats_free(&workers[i].queries);

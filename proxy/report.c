@@ -3,12 +3,15 @@
  */
 #include "proxy/report.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proxy/log.h"
 #include "proxy/reasons.h"
 #include "proxy/runtime.h"
+#include "proxy/store.h"
 #include "proxy/tablestats.h"
 #include "proxy/worker.h"
 
@@ -183,47 +186,128 @@ void report_log(Worker *const *ws, int n, StatsTotals *prev)
     *prev = t;
 }
 
+static void prom_line(ByteWriter *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void prom_line(ByteWriter *out, const char *fmt, ...)
+{
+    char line[768];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        bw_put(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 static void prom_counter(ByteWriter *out, const char *name, const char *help, uint64_t v)
 {
-    char line[512];
-    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help,
-                     name, name, (unsigned long long)v);
-    if (n > 0)
-        bw_put(out, line, (size_t)n);
+    prom_line(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+              (unsigned long long)v);
 }
 
 static void prom_gauge(ByteWriter *out, const char *name, const char *help, long long v)
 {
-    char line[512];
-    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help,
-                     name, name, v);
-    if (n > 0)
-        bw_put(out, line, (size_t)n);
+    prom_line(out, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
 }
+
+/* A latency histogram in seconds, from the workers' log-linear microsecond buckets. */
+static void prom_histogram(ByteWriter *out, const char *name, const char *help,
+                           Worker *const *ws, int n, bool hits)
+{
+    static const uint64_t bounds_us[] = {100,   250,   500,    1000,   2500,   5000,
+                                         10000, 25000, 50000, 100000, 250000, 1000000};
+    enum { NB = sizeof bounds_us / sizeof bounds_us[0] };
+    uint64_t le[NB] = {0}, count = 0;
+    double sum_s = 0;
+    for (int w = 0; w < n; w++) {
+        const Histogram *h = hits ? &ws[w]->stats.hit_latency : &ws[w]->stats.miss_latency;
+        for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+            uint64_t c = LOAD(h->counts[b]);
+            if (!c)
+                continue;
+            uint64_t lo = hist_bucket_floor(b);
+            count += c;
+            sum_s += (double)c * (double)lo / 1e6;
+            for (int k = 0; k < NB; k++)
+                if (lo < bounds_us[k])
+                    le[k] += c;
+        }
+    }
+    prom_line(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int k = 0; k < NB; k++)
+        prom_line(out, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds_us[k] / 1e6,
+                  (unsigned long long)le[k]);
+    prom_line(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+              (unsigned long long)count, name, sum_s, name, (unsigned long long)count);
+}
+
+#define PROM_TABLES 50 /* per-table series: the busiest tables only, to keep labels bounded */
 
 void report_prometheus(Worker *const *ws, int n, ByteWriter *out)
 {
     StatsTotals t;
     report_totals(ws, n, &t);
     prom_counter(out, "pgstash_hits_total", "Statements answered from the cache.", t.hits);
+    prom_counter(out, "pgstash_local_hits_total",
+                 "Units answered from the in-process tier without Redis.", t.local_hits);
     prom_counter(out, "pgstash_misses_total", "Cacheable statements sent to PostgreSQL.",
                  t.misses);
     prom_counter(out, "pgstash_fills_total", "Results stored in the cache.", t.fills);
-    bw_cstr_raw(out, "# HELP pgstash_bypasses_total Reads not cacheable, by reason.\n"
-                     "# TYPE pgstash_bypasses_total counter\n");
-    for (int r = 0; r < STATS_MAX_REASONS; r++) {
-        if (!t.bypasses[r])
-            continue;
-        char line[200];
-        int k = snprintf(line, sizeof line, "pgstash_bypasses_total{reason=\"%s\"} %llu\n",
-                         bypass_reason_name(r), (unsigned long long)t.bypasses[r]);
-        if (k > 0)
-            bw_put(out, line, (size_t)k);
-    }
+    prom_counter(out, "pgstash_fills_skipped_total", "Results not stored (too big, notices).",
+                 t.fill_skipped);
+    prom_line(out, "# HELP pgstash_bypasses_total Reads not cacheable, by reason.\n"
+                   "# TYPE pgstash_bypasses_total counter\n");
+    for (int r = 0; r < STATS_MAX_REASONS; r++)
+        if (t.bypasses[r])
+            prom_line(out, "pgstash_bypasses_total{reason=\"%s\"} %llu\n", bypass_reason_name(r),
+                      (unsigned long long)t.bypasses[r]);
+    prom_counter(out, "pgstash_writes_total", "Units whose writes were invalidated.", t.writes);
     prom_counter(out, "pgstash_invalidations_total", "Table versions bumped.", t.invalidations);
+    prom_counter(out, "pgstash_epoch_bumps_total", "Global epoch bumps.", t.epoch_bumps);
     prom_counter(out, "pgstash_redis_errors_total", "Failed Redis commands.", t.redis_errors);
     prom_counter(out, "pgstash_redis_timeouts_total", "Redis replies later than the timeout.",
                  t.redis_timeouts);
+    prom_counter(out, "pgstash_bad_entries_total", "Stored entries that failed validation.",
+                 t.bad_entries);
+    prom_counter(out, "pgstash_protocol_errors_total", "Connections closed for protocol errors.",
+                 t.protocol_errors);
+    prom_counter(out, "pgstash_upstream_errors_total", "Failed upstream connections.",
+                 t.upstream_errors);
+    prom_histogram(out, "pgstash_hit_latency_seconds", "From request to answer, for hits.", ws, n,
+                   true);
+    prom_histogram(out, "pgstash_miss_latency_seconds",
+                   "From request to ReadyForQuery, for misses.", ws, n, false);
     prom_gauge(out, "pgstash_clients", "Client connections open.", atomic_load(&rt.clients));
     prom_gauge(out, "pgstash_servers", "Upstream connections open.", atomic_load(&rt.servers));
+    prom_counter(out, "pgstash_clients_total", "Client connections accepted.",
+                 atomic_load(&rt.clients_total));
+    prom_gauge(out, "pgstash_redis_connected_workers", "Workers connected to Redis.",
+               store_up_count());
+
+    TableStats *ts[256];
+    int nt = n < 256 ? n : 256;
+    for (int i = 0; i < nt; i++)
+        ts[i] = &ws[i]->tables;
+    TableTotals *tt;
+    size_t count = tablestats_collect(ts, nt, &tt);
+    static const char *const series[] = {"reads", "hits", "misses", "bypasses", "invalidations"};
+    for (size_t s = 0; s < sizeof series / sizeof series[0]; s++) {
+        prom_line(out, "# HELP pgstash_table_%s_total Per table (the %d busiest).\n"
+                       "# TYPE pgstash_table_%s_total counter\n",
+                  series[s], PROM_TABLES, series[s]);
+        for (size_t i = 0; i < count && i < PROM_TABLES; i++) {
+            uint64_t v = s == 0 ? tt[i].reads : s == 1 ? tt[i].hits : s == 2 ? tt[i].misses
+                         : s == 3 ? tt[i].bypasses : tt[i].invalidations;
+            char label[400];
+            size_t k = 0;
+            for (const char *p = tt[i].name; *p && k < sizeof label - 3; p++) {
+                if (*p == '"' || *p == '\\')
+                    label[k++] = '\\';
+                label[k++] = *p == '\n' ? ' ' : *p;
+            }
+            label[k] = 0;
+            prom_line(out, "pgstash_table_%s_total{table=\"%s\"} %llu\n", series[s], label,
+                      (unsigned long long)v);
+        }
+    }
+    free(tt);
 }

@@ -14,8 +14,7 @@ static unsigned bucket_of(uint64_t us)
     return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
 }
 
-/* Lower bound of bucket b in microseconds. */
-static uint64_t bucket_floor(unsigned b)
+uint64_t hist_bucket_floor(unsigned b)
 {
     if (b < HIST_SUB)
         return b;
@@ -46,8 +45,8 @@ uint64_t hist_quantile(const Histogram *const *hs, size_t n, double q)
             seen += atomic_load_explicit(&hs[i]->counts[b], memory_order_relaxed);
         if (seen > rank) {
             /* Report the middle of the bucket. */
-            uint64_t lo = bucket_floor(b);
-            uint64_t hi = b + 1 < HIST_BUCKETS ? bucket_floor(b + 1) : lo;
+            uint64_t lo = hist_bucket_floor(b);
+            uint64_t hi = b + 1 < HIST_BUCKETS ? hist_bucket_floor(b + 1) : lo;
             return lo + (hi - lo) / 2;
         }
     }

@@ -48,6 +48,8 @@ static inline void stat_add(_Atomic uint64_t *counter, uint64_t n)
 #define STAT_INC(counter) stat_add(&(counter), 1)
 
 void hist_record(Histogram *h, uint64_t micros);
+/* Lower bound, in microseconds, of bucket b. */
+uint64_t hist_bucket_floor(unsigned b);
 /* Value (µs) at quantile q (0..1) of the sum of n histograms; 0 when empty. */
 uint64_t hist_quantile(const Histogram *const *hs, size_t n, double q);
 
