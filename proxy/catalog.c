@@ -613,6 +613,10 @@ void catalog_stop(void)
 
 CatalogDb *catalog_acquire(const char *db, CatalogState *state)
 {
+    if (!running) {
+        *state = CATALOG_FAILED; /* no catalog thread (tools, fuzzing): nothing will load */
+        return NULL;
+    }
     pthread_mutex_lock(&lock);
     DbState *d = strmap_get(&dbs, db);
     if (!d) {
