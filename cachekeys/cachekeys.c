@@ -32,106 +32,150 @@ enum {
     TAG_EPOCH,
 };
 
-static void put_header(SHA256_CTX *ctx, unsigned char tag, size_t len)
+/* Small writes are gathered here and hashed in blocks: the per-call cost of SHA256_Update
+ * dominated short keys. */
+typedef struct {
+    SHA256_CTX ctx;
+    size_t n;
+    unsigned char buf[256];
+} Hasher;
+
+static void h_flush(Hasher *h)
 {
-    unsigned char h[5] = {tag, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
+    if (h->n) {
+        SHA256_Update(&h->ctx, h->buf, h->n);
+        h->n = 0;
+    }
+}
+
+static void h_put(Hasher *h, const void *p, size_t len)
+{
+    if (len > sizeof h->buf - h->n) {
+        h_flush(h);
+        if (len > sizeof h->buf / 2) {
+            SHA256_Update(&h->ctx, p, len);
+            return;
+        }
+    }
+    memcpy(h->buf + h->n, p, len);
+    h->n += len;
+}
+
+static void put_header(Hasher *h, unsigned char tag, size_t len)
+{
+    unsigned char b[5] = {tag, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
                           (unsigned char)(len >> 8), (unsigned char)len};
-    SHA256_Update(ctx, h, sizeof h);
+    h_put(h, b, sizeof b);
 }
 
-static void put_bytes(SHA256_CTX *ctx, unsigned char tag, const void *p, size_t len)
+static void put_bytes(Hasher *h, unsigned char tag, const void *p, size_t len)
 {
-    put_header(ctx, tag, len);
+    put_header(h, tag, len);
     if (len)
-        SHA256_Update(ctx, p, len);
+        h_put(h, p, len);
 }
 
-static void put_str(SHA256_CTX *ctx, unsigned char tag, const char *s)
+static void put_str(Hasher *h, unsigned char tag, const char *s)
 {
-    put_bytes(ctx, tag, s ? s : "", s ? strlen(s) : 0);
+    put_bytes(h, tag, s ? s : "", s ? strlen(s) : 0);
 }
 
-static void put_u64(SHA256_CTX *ctx, unsigned char tag, uint64_t v)
+static void put_u64(Hasher *h, unsigned char tag, uint64_t v)
 {
     unsigned char b[8];
     for (int i = 0; i < 8; i++)
         b[i] = (unsigned char)(v >> (56 - 8 * i));
-    put_bytes(ctx, tag, b, sizeof b);
+    put_bytes(h, tag, b, sizeof b);
 }
 
-static void put_domain(SHA256_CTX *ctx, const char *domain)
+static void put_domain(Hasher *h, const char *domain)
 {
-    SHA256_Update(ctx, domain, strlen(domain) + 1);
+    h_put(h, domain, strlen(domain) + 1);
     unsigned char v = CACHEKEY_FORMAT_VERSION;
-    SHA256_Update(ctx, &v, 1);
+    h_put(h, &v, 1);
+}
+
+static void h_init(Hasher *h)
+{
+    SHA256_Init(&h->ctx);
+    h->n = 0;
+}
+
+static void h_final(Hasher *h, unsigned char *out)
+{
+    h_flush(h);
+    SHA256_Final(out, &h->ctx);
 }
 
 void cachekey_session(const CacheKeySession *s, CacheDigest *out)
 {
-    SHA256_CTX ctx;
-    SHA256_Init(&ctx);
-    put_domain(&ctx, "pgstash/session");
-    put_str(&ctx, TAG_DATABASE, s->database);
-    put_str(&ctx, TAG_USER, s->user);
-    put_str(&ctx, TAG_ROLE, s->role);
-    put_u64(&ctx, TAG_SETTING_COUNT, s->n_settings);
+    Hasher h;
+    h_init(&h);
+    put_domain(&h, "pgstash/session");
+    put_str(&h, TAG_DATABASE, s->database);
+    put_str(&h, TAG_USER, s->user);
+    put_str(&h, TAG_ROLE, s->role);
+    put_u64(&h, TAG_SETTING_COUNT, s->n_settings);
     for (size_t i = 0; i < s->n_settings; i++) {
-        put_str(&ctx, TAG_SETTING_NAME, s->settings[i].name);
-        put_str(&ctx, TAG_SETTING_VALUE, s->settings[i].value);
+        put_str(&h, TAG_SETTING_NAME, s->settings[i].name);
+        put_str(&h, TAG_SETTING_VALUE, s->settings[i].value);
     }
-    SHA256_Final(out->bytes, &ctx);
+    h_final(&h, out->bytes);
 }
 
 _Static_assert(sizeof(SHA256_CTX) <= sizeof(CacheKeyPartial), "CacheKeyPartial too small");
 
 void cachekey_partial(const CacheDigest *session, const CacheKeyQuery *q, CacheKeyPartial *out)
 {
-    SHA256_CTX *ctx = (SHA256_CTX *)out->state;
-    SHA256_Init(ctx);
-    put_domain(ctx, "pgstash/key");
-    put_bytes(ctx, TAG_SESSION, session->bytes, CACHEKEY_LEN);
-    put_u64(ctx, TAG_PROTOCOL, (uint64_t)q->protocol);
-    put_bytes(ctx, TAG_TEXT, q->text, q->text_len);
+    Hasher h;
+    h_init(&h);
+    put_domain(&h, "pgstash/key");
+    put_bytes(&h, TAG_SESSION, session->bytes, CACHEKEY_LEN);
+    put_u64(&h, TAG_PROTOCOL, (uint64_t)q->protocol);
+    put_bytes(&h, TAG_TEXT, q->text, q->text_len);
 
     unsigned char oid[4];
-    put_header(ctx, TAG_PARAM_TYPES, q->n_param_types * 4);
+    put_header(&h, TAG_PARAM_TYPES, q->n_param_types * 4);
     for (size_t i = 0; i < q->n_param_types; i++) {
         uint32_t v = q->param_types[i];
         oid[0] = (unsigned char)(v >> 24);
         oid[1] = (unsigned char)(v >> 16);
         oid[2] = (unsigned char)(v >> 8);
         oid[3] = (unsigned char)v;
-        SHA256_Update(ctx, oid, 4);
+        h_put(&h, oid, 4);
     }
-    put_u64(ctx, TAG_PARAM_COUNT, q->n_params);
+    put_u64(&h, TAG_PARAM_COUNT, q->n_params);
     for (size_t i = 0; i < q->n_params; i++) {
-        put_u64(ctx, TAG_PARAM_FORMAT, (uint64_t)(uint16_t)q->param_formats[i]);
+        put_u64(&h, TAG_PARAM_FORMAT, (uint64_t)(uint16_t)q->param_formats[i]);
         if (q->params[i].len < 0)
-            put_header(ctx, TAG_PARAM_NULL, 0);
+            put_header(&h, TAG_PARAM_NULL, 0);
         else
-            put_bytes(ctx, TAG_PARAM_VALUE, q->params[i].data, (size_t)q->params[i].len);
+            put_bytes(&h, TAG_PARAM_VALUE, q->params[i].data, (size_t)q->params[i].len);
     }
     unsigned char fmt[2];
-    put_header(ctx, TAG_RESULT_FORMATS, q->n_result_formats * 2);
+    put_header(&h, TAG_RESULT_FORMATS, q->n_result_formats * 2);
     for (size_t i = 0; i < q->n_result_formats; i++) {
         fmt[0] = (unsigned char)((uint16_t)q->result_formats[i] >> 8);
         fmt[1] = (unsigned char)q->result_formats[i];
-        SHA256_Update(ctx, fmt, 2);
+        h_put(&h, fmt, 2);
     }
+    h_flush(&h);
+    memcpy(out->state, &h.ctx, sizeof h.ctx);
 }
 
 void cachekey_finish(const CacheKeyPartial *partial, const CacheKeyTable *tables, size_t n_tables,
                      uint64_t epoch, CacheDigest *out)
 {
-    SHA256_CTX ctx;
-    memcpy(&ctx, partial->state, sizeof ctx);
-    put_u64(&ctx, TAG_TABLE_COUNT, n_tables);
+    Hasher h;
+    memcpy(&h.ctx, partial->state, sizeof h.ctx);
+    h.n = 0;
+    put_u64(&h, TAG_TABLE_COUNT, n_tables);
     for (size_t i = 0; i < n_tables; i++) {
-        put_str(&ctx, TAG_TABLE_NAME, tables[i].name);
-        put_u64(&ctx, TAG_TABLE_VERSION, tables[i].version);
+        put_str(&h, TAG_TABLE_NAME, tables[i].name);
+        put_u64(&h, TAG_TABLE_VERSION, tables[i].version);
     }
-    put_u64(&ctx, TAG_EPOCH, epoch);
-    SHA256_Final(out->bytes, &ctx);
+    put_u64(&h, TAG_EPOCH, epoch);
+    h_final(&h, out->bytes);
 }
 
 void cachekey_compute(const CacheDigest *session, const CacheKeyQuery *q, CacheDigest *out)

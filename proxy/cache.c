@@ -34,7 +34,7 @@ void exec_clear(Exec *e)
 {
     sqlparse_release(e->analysis);
     readtables_free(&e->tables);
-    free(e->versions);
+    free(e->heap_versions);
     free(e->blob);
     bw_free(&e->capture);
     memset(e, 0, sizeof *e);
@@ -93,7 +93,7 @@ static void finish_key(Exec *e)
     }
     for (size_t i = 0; i < e->tables.n_tables; i++) {
         t[i].name = readtables_name(&e->tables, i);
-        t[i].version = e->versions[i];
+        t[i].version = exec_versions(e)[i];
     }
     cachekey_finish(&e->partial, t, e->tables.n_tables, e->epoch, &e->key);
     if (t != inline_t)
@@ -147,14 +147,17 @@ bool cache_make_key(Client *c, Exec *e, CacheKeyProtocol proto, const char *text
     cachekey_partial(&c->req.session.digest, &q, &e->partial);
 
     /* Versions known locally make the key; unknown ones are fetched by the lookup. */
-    e->versions = calloc(e->tables.n_tables ? e->tables.n_tables : 1, sizeof *e->versions);
-    if (!e->versions) {
-        ok = false;
-        goto done;
+    if (e->tables.n_tables > EXEC_INLINE_VERSIONS) {
+        e->heap_versions = calloc(e->tables.n_tables, sizeof *e->heap_versions);
+        if (!e->heap_versions) {
+            ok = false;
+            goto done;
+        }
     }
+    uint64_t *versions = exec_versions(e);
     bool known = versions_epoch(&e->epoch);
     for (size_t i = 0; i < e->tables.n_tables && known; i++)
-        known = versions_get(c->database, readtables_name(&e->tables, i), &e->versions[i]);
+        known = versions_get(c->database, readtables_name(&e->tables, i), &versions[i]);
     if (known)
         finish_key(e);
     ok = known;
@@ -253,9 +256,9 @@ static bool take_versions(Client *c, Exec *e, const redisReply *reply, size_t fr
             e->epoch = v;
             versions_set_epoch(v);
         } else {
-            if (v != e->versions[i])
+            if (v != exec_versions(e)[i])
                 *changed = true;
-            e->versions[i] = v;
+            exec_versions(e)[i] = v;
             versions_set(c->database, readtables_name(&e->tables, i), v);
         }
     }
@@ -309,15 +312,18 @@ static bool take_entry(Client *c, Exec *e, const redisReply *r)
     }
     if (e->want_desc && !v.desc)
         return false; /* stored without a RowDescription; this unit needs one */
+    tier_keep(c, e, (const uint8_t *)r->str, r->len);
+    if (c->req.n_execs == 1) {
+        /* The unit is answered inside this very callback, while the reply lives: no copy. */
+        e->view = v;
+        return true;
+    }
     e->blob = malloc(r->len);
     if (!e->blob)
         return false;
     memcpy(e->blob, r->str, r->len);
     e->blob_len = r->len;
-    if (!entry_parse(e->blob, e->blob_len, &e->view))
-        return false;
-    tier_keep(c, e, e->blob, e->blob_len);
-    return true;
+    return entry_parse(e->blob, e->blob_len, &e->view);
 }
 
 typedef struct {
@@ -454,10 +460,12 @@ bool cache_lookup(Client *c, Exec *e, bool key_known)
 
 /* --- fill ------------------------------------------------------------------------------ */
 
+/* Counted on the worker, not the client: the client may be gone by the time Redis answers. */
 static void on_fill(Client *c, StoreStatus status, const redisReply *reply, void *arg)
 {
+    Worker *w = arg;
     if (status == STORE_REPLY && reply->type == REDIS_REPLY_STATUS)
-        STAT_INC(c->worker->stats.fills);
+        STAT_INC(w->stats.fills);
 }
 
 void cache_fill(Client *c, Exec *e)
@@ -481,7 +489,7 @@ void cache_fill(Client *c, Exec *e)
     const char *argv[5] = {"SET", (const char *)sb->data + at, (const char *)e->capture.data,
                            "PX", ttl};
     size_t argvlen[5] = {3, sb->len - at, e->capture.len, 2, strlen(ttl)};
-    if (!store_command(w->store, c, on_fill, NULL, 5, argv, argvlen))
+    if (!store_command(w->store, NULL, on_fill, w, 5, argv, argvlen))
         STAT_INC(w->stats.fill_skipped);
     tier_keep(c, e, e->capture.data, e->capture.len);
 }

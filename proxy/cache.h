@@ -28,6 +28,8 @@ typedef enum {
     LOOKUP_FAILED,  /* Redis failed: serve from PostgreSQL, store nothing */
 } LookupResult;
 
+#define EXEC_INLINE_VERSIONS 8
+
 /* One Query or Execute of a unit. */
 typedef struct Exec {
     SqlAnalysis *analysis;   /* reference */
@@ -35,7 +37,9 @@ typedef struct Exec {
     ReadTables tables;       /* tables the result depends on, when cacheable */
     CacheKeyPartial partial; /* the key before table versions: re-keying needs no text */
     CacheDigest key;         /* the cache key the lookup/fill uses */
-    uint64_t *versions;      /* versions of `tables` the key was made with */
+    uint64_t inline_versions[EXEC_INLINE_VERSIONS]; /* versions of `tables` the key was
+                                made with (see exec_versions) */
+    uint64_t *heap_versions; /* used instead beyond EXEC_INLINE_VERSIONS tables */
     uint64_t epoch;
     bool want_desc;          /* the unit Describes its portal: the entry must have one */
     LookupResult lookup;
@@ -51,6 +55,12 @@ typedef struct Exec {
 } Exec;
 
 void exec_clear(Exec *e);
+
+/* The versions array of an execution. (No self-pointer: execs live in a realloc'd array.) */
+static inline uint64_t *exec_versions(Exec *e)
+{
+    return e->heap_versions ? e->heap_versions : e->inline_versions;
+}
 
 /*
  * Hashes what identifies a cacheable execution (session digest, statement, parameters,

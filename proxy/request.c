@@ -41,6 +41,7 @@ typedef enum {
     EXP_EXECUTE,       /* DataRows and the completion of one Execute */
     EXP_CLOSE,         /* CloseComplete */
     EXP_SYNC,          /* ReadyForQuery */
+    EXP_SYNC_SWALLOW,  /* ReadyForQuery of a Sync pgstash sent after an injected Parse */
     EXP_QUERY,         /* everything a simple Query answers, up to ReadyForQuery */
 } ExpectKind;
 
@@ -1034,6 +1035,23 @@ static bool inject_parse(Client *c, const char *name)
 }
 
 /*
+ * Before a simple Query that names a protocol-level statement (EXECUTE s, DEALLOCATE s) the
+ * server never saw, parse it there in a unit of its own (Parse + Sync, both answers
+ * swallowed), so the Query finds it as it would have without the cache.
+ */
+static bool inject_parse_synced(Client *c, const char *name)
+{
+    Stmt *st = session_stmt(&c->req.session, name);
+    if (!st || st->on_server)
+        return true;
+    static const uint8_t sync[5] = {'S', 0, 0, 0, 4};
+    if (!inject_parse(c, name) || !server_send(c, sync, sizeof sync) ||
+        !add_expect(&c->req, EXP_SYNC_SWALLOW, -1))
+        return false;
+    return true;
+}
+
+/*
  * Sends one client message of the current unit to the server: statements the server lacks
  * are parsed first, the expected answers are recorded, and the session learns what the
  * server now has. `exec_cursor` numbers the unit's Executes for capture.
@@ -1093,15 +1111,17 @@ static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec
         size_t tlen;
         if (*exec_cursor < r->n_execs)
             exec = (*exec_cursor)++;
+        SqlAnalysis *a = NULL;
         if (exec >= 0 && r->execs[exec].analysis)
-            note_statement(c, r->execs[exec].analysis);
-        else if (pg_parse_query(payload, plen, &text, &tlen)) {
-            SqlAnalysis *a = sqlparse_analyze(c->worker->memo, text, tlen);
-            note_statement(c, a);
-            sqlparse_release(a);
-        } else {
-            note_statement(c, NULL);
-        }
+            a = sqlparse_ref(r->execs[exec].analysis);
+        else if (pg_parse_query(payload, plen, &text, &tlen))
+            a = sqlparse_analyze(c->worker->memo, text, tlen);
+        if (a && a->execute_name)
+            ok = inject_parse_synced(c, a->execute_name);
+        if (ok && a && a->deallocate_name && a->deallocate_name[0])
+            ok = inject_parse_synced(c, a->deallocate_name);
+        note_statement(c, a);
+        sqlparse_release(a);
         ok = add_expect(r, EXP_QUERY, exec);
         session_unnamed_gone(s);
         break;
@@ -1362,6 +1382,7 @@ static bool unit_may_bump(const Request *r)
 static void skip_to_sync(Request *r)
 {
     while (r->at_expect < r->n_expect && r->expect[r->at_expect].kind != EXP_SYNC &&
+           r->expect[r->at_expect].kind != EXP_SYNC_SWALLOW &&
            r->expect[r->at_expect].kind != EXP_QUERY)
         r->at_expect++;
 }
@@ -1431,6 +1452,10 @@ bool request_server_frame(Client *c, const Frame *f)
     case 'Z':
         if (f->n == 6)
             r->tx_status = (char)f->p[5];
+        if (x && x->kind == EXP_SYNC_SWALLOW) {
+            r->at_expect++;
+            return true; /* the answer to pgstash's own Sync */
+        }
         if (r->rfq_pending > 0)
             r->rfq_pending--;
         r->copy = COPY_NONE;
@@ -1465,7 +1490,10 @@ bool request_server_frame(Client *c, const Frame *f)
         return relay(c, f);
     case 'C':
         note_tag(r, f->p, f->n);
-        if (!r->holding && unit_may_bump(r))
+        /* A unit whose Sync is out is answered to the end without the client: withhold from
+         * the first CommandComplete. An open unit (Flush) may need the client to see this
+         * before it sends Sync; its commit is confirmed at ReadyForQuery, held there. */
+        if (!r->holding && !r->unit_open && unit_may_bump(r))
             r->holding = true;
         break;
     default:
@@ -1524,6 +1552,7 @@ bool request_server_frame(Client *c, const Frame *f)
         }
         return relay(c, f);
     case EXP_SYNC:
+    case EXP_SYNC_SWALLOW:
         return relay(c, f);
     }
     return relay(c, f);

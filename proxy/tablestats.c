@@ -24,7 +24,12 @@ void tablestats_free(TableStats *t)
 TableCounters *tablestats_get(TableStats *t, const char *db, const char *table)
 {
     char key[192];
-    snprintf(key, sizeof key, "%s.%s", db, table);
+    size_t dl = strlen(db), tl = strlen(table);
+    if (dl + tl + 2 > sizeof key)
+        return NULL;
+    memcpy(key, db, dl);
+    key[dl] = '.';
+    memcpy(key + dl + 1, table, tl + 1);
     return tablestats_get_key(t, key);
 }
 

@@ -260,7 +260,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-bool worker_start(Worker *w)
+bool worker_init(Worker *w)
 {
     pthread_mutex_init(&w->clients_lock, NULL);
     w->loop = ev_loop_new(EVFLAG_AUTO);
@@ -276,9 +276,6 @@ bool worker_start(Worker *w)
     if (!w->memo || !w->store || !w->tier)
         return false;
 
-    ev_io_init(&w->accept_io, on_accept, w->listen_fd, EV_READ);
-    w->accept_io.data = w;
-    ev_io_start(w->loop, &w->accept_io);
     ev_timer_init(&w->accept_retry, on_accept_retry, 0.1, 0.);
     w->accept_retry.data = w;
     ev_async_init(&w->wakeup, on_wakeup);
@@ -292,7 +289,41 @@ bool worker_start(Worker *w)
     ev_timer_init(&w->slow_tick, on_slow_tick, 0.25, 0.25);
     w->slow_tick.data = w;
     ev_timer_start(w->loop, &w->slow_tick);
+    return true;
+}
 
+void worker_fini(Worker *w)
+{
+    if (!w->loop)
+        return;
+    for (Client *c = w->clients; c;) {
+        Client *next = c->next;
+        client_close(c, "worker finished");
+        c = next;
+    }
+    /* Shutting the store down runs every pending Redis callback, so no client is held. */
+    store_free(w->store);
+    w->store = NULL;
+    reap_dead(w);
+    sqlparse_memo_free(w->memo);
+    w->memo = NULL;
+    bw_free(&w->scratch);
+    hottier_free(w->tier);
+    w->tier = NULL;
+    tablestats_free(&w->tables);
+    tablestats_free(&w->queries);
+    ev_loop_destroy(w->loop);
+    w->loop = NULL;
+    pthread_mutex_destroy(&w->clients_lock);
+}
+
+bool worker_start(Worker *w)
+{
+    if (!worker_init(w))
+        return false;
+    ev_io_init(&w->accept_io, on_accept, w->listen_fd, EV_READ);
+    w->accept_io.data = w;
+    ev_io_start(w->loop, &w->accept_io);
     return pthread_create(&w->thread, NULL, worker_main, w) == 0;
 }
 

@@ -55,6 +55,15 @@ bool worker_listen(Worker *w, const HostPort *addr, char *err, size_t errlen)
 /* Starts the worker's thread; its loop runs until shutdown drains it. */
 bool worker_start(Worker *w) __attribute__((warn_unused_result));
 
+/*
+ * worker_start's first half: the loop, memo, Redis store, in-process tier and the
+ * housekeeping watchers, with no listening socket and no thread. The fuzz harnesses
+ * (tests/fuzz/) use it to run clients made with client_new() on a loop they drive
+ * themselves, then worker_fini() to close and free all of it (loop included).
+ */
+bool worker_init(Worker *w) __attribute__((warn_unused_result));
+void worker_fini(Worker *w);
+
 /* Asks a worker to look at the runtime flags (shutdown) from another thread. */
 void worker_wake(Worker *w);
 
