@@ -25,7 +25,9 @@ static inline size_t iobuf_len(const IoBuf *b)
 
 static inline uint8_t *iobuf_head(const IoBuf *b)
 {
-    return b->data + b->start;
+    /* An empty buffer may have no block yet: NULL + 0 is undefined behaviour in C (UBSan's
+     * pointer-overflow check, found by tests/fuzz), so never form it. */
+    return b->data ? b->data + b->start : NULL;
 }
 
 /* Makes room for `need` more bytes after end (compacting or growing). False on OOM. */

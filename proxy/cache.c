@@ -581,3 +581,18 @@ void cache_register_database(Client *c)
     if (!store_command(w->store, NULL, NULL, NULL, 3, argv, argvlen))
         return; /* Redis down: the next session registers it */
 }
+
+void cache_publish_ddl(Client *c)
+{
+    Worker *w = c->worker;
+    ByteWriter *sb = &w->scratch;
+    bw_reset(sb);
+    bw_cstr_raw(sb, cfg_of(c)->cache.key_prefix);
+    bw_cstr_raw(sb, ":ddl");
+    if (sb->failed)
+        return;
+    const char *argv[3] = {"PUBLISH", (const char *)sb->data, c->database};
+    size_t argvlen[3] = {7, sb->len, strlen(c->database)};
+    if (!store_command(w->store, NULL, NULL, NULL, 3, argv, argvlen))
+        return; /* Redis down: other instances reload on their own DDL or restart */
+}

@@ -92,6 +92,10 @@ bool cache_bump(Client *c, const WriteSet *w) __attribute__((warn_unused_result)
  * forget, idempotent). */
 void cache_register_database(Client *c);
 
+/* Tells every pgstash sharing the Redis that DDL changed this session's database: they read
+ * its catalog again and do not judge reads by the old one meanwhile (fire and forget). */
+void cache_publish_ddl(Client *c);
+
 /* Called by cache.c when the unit's last lookup reply / its bump reply arrives (the caller
  * then runs client_kick). */
 void request_lookup_done(Client *c);

@@ -20,11 +20,12 @@
 #include "sqlparse/sqlparse.h"
 
 #define RETRY_MS 5000        /* a failed database is tried again after this */
-#define DEBOUNCE_MS 100      /* invalidations closer than this share one reload */
 #define MAX_CLOSURE 64       /* views nested deeper than this are not resolved */
 
 typedef struct DbState {
     CatalogDb *current;      /* latest good snapshot, or NULL */
+    uint64_t dirty;          /* catalog_invalidate calls so far */
+    uint64_t loading_dirty;  /* `dirty` when the load under way started */
     CatalogState state;      /* what acquire reports when current is NULL */
     bool wanted;             /* a (re)load is requested */
     int64_t not_before_ms;   /* earliest time to load (retry back-off / debounce) */
@@ -525,6 +526,7 @@ static void *catalog_main(void *arg)
         }
         DbState *d = strmap_get(&dbs, db);
         d->wanted = false;
+        d->loading_dirty = d->dirty;
         pthread_mutex_unlock(&lock);
 
         char err[512] = "";
@@ -535,6 +537,7 @@ static void *catalog_main(void *arg)
         d = strmap_get(&dbs, db);
         if (cat) {
             CatalogDb *old = d->current;
+            cat->loaded_dirty = d->loading_dirty;
             d->current = cat;
             d->state = CATALOG_READY;
             if (d->warned)
@@ -634,7 +637,9 @@ CatalogDb *catalog_acquire(const char *db, CatalogState *state)
     CatalogDb *cat = d->current;
     if (cat) {
         atomic_fetch_add(&cat->refs, 1);
-        *state = CATALOG_READY;
+        /* DDL ran since this snapshot was read: still usable to resolve writes, but what a
+         * name is may have changed, so reads must not trust it. */
+        *state = cat->loaded_dirty == d->dirty ? CATALOG_READY : CATALOG_LOADING;
     } else {
         *state = d->state;
         if (d->state == CATALOG_FAILED && !d->wanted && clock_ms() >= d->not_before_ms) {
@@ -656,14 +661,14 @@ void catalog_invalidate(const char *db)
 {
     pthread_mutex_lock(&lock);
     DbState *d = strmap_get(&dbs, db);
-    if (d && !d->wanted) {
+    if (d) {
+        d->dirty++;
         d->wanted = true;
-        int64_t soon = clock_ms() + DEBOUNCE_MS;
-        if (d->not_before_ms < soon - DEBOUNCE_MS)
-            d->not_before_ms = soon - DEBOUNCE_MS;
+        d->not_before_ms = 0; /* a failed database's back-off no longer applies */
         pthread_cond_signal(&wake);
     }
     pthread_mutex_unlock(&lock);
+    atomic_fetch_add(&generation, 1); /* sessions re-acquire and see the staleness */
 }
 
 void catalog_invalidate_all(void)

@@ -57,12 +57,14 @@ typedef struct CatalogDb {
     char **hidden_writers;   /* tables with user triggers/rules, for the start-up log */
     char **policy_settings;  /* custom settings row-level security policies read
                                 (current_setting('app.x')): part of every session's key */
+    uint64_t loaded_dirty;   /* private: the database's invalidation count when read */
     _Atomic int refs;
 } CatalogDb;
 
 typedef enum {
-    CATALOG_LOADING, /* being read; ask again after the worker is woken */
-    CATALOG_READY,   /* a snapshot was returned */
+    CATALOG_LOADING, /* being read; ask again after the worker is woken. With a snapshot: it
+                        predates DDL, fit to resolve writes but not to judge reads */
+    CATALOG_READY,   /* a current snapshot was returned */
     CATALOG_FAILED,  /* could not be read: relations are of unknown kind */
 } CatalogState;
 
@@ -71,8 +73,9 @@ bool catalog_start(Worker *workers, int n_workers) __attribute__((warn_unused_re
 void catalog_stop(void);
 
 /*
- * The current snapshot of a database (a reference: release it), or NULL with *state
- * LOADING (a load was requested) or FAILED. Never blocks.
+ * The latest snapshot of a database (a reference: release it) with *state READY, or LOADING
+ * when DDL made it stale (a reload is under way); NULL with *state LOADING (a load was
+ * requested) or FAILED. Never blocks.
  */
 CatalogDb *catalog_acquire(const char *db, CatalogState *state);
 void catalog_release(CatalogDb *cat);

@@ -559,6 +559,15 @@ static void handle_startup(Client *c)
 static void relay_auth_client(Client *c)
 {
     while (c->state == CS_AUTH && iobuf_len(&c->s_out) < OUT_HIGH) {
+        /* Only authentication responses ('p') and Terminate belong to this exchange. A
+         * client that pipelines its first queries behind the StartupMessage (found by
+         * tests/fuzz) has them wait here for CS_READY: relayed now, they would skip the
+         * request path, and a write among them would never be invalidated. */
+        uint8_t type = iobuf_len(&c->c_in) > 0 ? iobuf_head(&c->c_in)[0] : 0;
+        if (type && type != 'p' && type != 'X') {
+            c->c_need = 0;
+            break;
+        }
         Frame f;
         pg_framer_next(&c->c_framer, iobuf_head(&c->c_in), iobuf_len(&c->c_in), &f);
         if (f.kind == FRAME_NEED_MORE) {

@@ -92,7 +92,7 @@ int decide_read(const Config *cfg, const CatalogDb *cat, CatalogState cat_state,
     if (tx_status == 'T') {
         if (s->tx_wrote)
             return BYPASS_TX_AFTER_WRITE;
-        if (s->tx_iso_high)
+        if (s->tx_iso_high || (s->tx_iso_default && s->default_iso_high))
             return BYPASS_TX_ISOLATION;
     }
     for (size_t i = 0; i < a->n_functions; i++) {

@@ -265,6 +265,25 @@ static SqlAnalysis *portal_analysis(Session *s, const char *portal)
     return st ? st->analysis : NULL;
 }
 
+/* The snapshot reads and writes may be judged with: none while it is stale or missing. */
+static const CatalogDb *trusted_catalog(const Session *s)
+{
+    return s->cat_state == CATALOG_READY ? s->cat : NULL;
+}
+
+static bool privileges_only(const SqlAnalysis *a)
+{
+    static const char *const commands[] = {"GrantStmt",     "GrantRoleStmt",      "CreateRoleStmt",
+                                           "AlterRoleStmt", "AlterRoleSetStmt",   "DropRoleStmt",
+                                           "AlterDefaultPrivilegesStmt"};
+    if (a->n_statements != 1 || !a->command)
+        return false;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(a->command, commands[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Folds what one executed statement changes into the unit. */
 static void note_statement(Client *c, SqlAnalysis *a)
 {
@@ -277,12 +296,14 @@ static void note_statement(Client *c, SqlAnalysis *a)
         r->unit_flags_session = true;
         return;
     }
-    if (decide_writes(cfg, s->cat, s, a, &r->writes))
+    if (decide_writes(cfg, trusted_catalog(s), s, a, &r->writes))
         r->maybe_writes = true;
     if (a->changes_session || a->creates_temp || a->discards_temp || a->execute_name ||
         a->kind == SQL_KIND_ERROR || a->kind == SQL_KIND_OTHER)
         r->unit_flags_session = true;
-    if (a->is_ddl)
+    /* The catalog never holds temporary relations or privileges: creating a temporary table,
+     * GRANT, REVOKE and role changes need no reload. */
+    if (a->is_ddl && !a->creates_temp && !privileges_only(a))
         r->unit_ddl = true;
     if (a->has_tx_control)
         r->unit_tx_control = true;
@@ -290,6 +311,9 @@ static void note_statement(Client *c, SqlAnalysis *a)
         r->unit_has_commit = true;
     if (a->isolation > r->unit_iso)
         r->unit_iso = a->isolation;
+    /* The session default changes now (the probe confirms it before the next lookup). */
+    if (a->sets_default_isolation)
+        s->default_iso_high = a->default_isolation >= SQL_ISO_REPEATABLE_READ;
     /* SQL-level PREPARE/DEALLOCATE share the namespace of protocol-level statements. */
     if (a->prepare_name) {
         SqlAnalysis *ref = sqlparse_ref((SqlAnalysis *)a);
@@ -406,13 +430,16 @@ static void count_bypass(Client *c, const Exec *e)
 
 /* --- judging a unit ------------------------------------------------------------------------- */
 
-/* Refreshes the session's catalog snapshot; false (state LOADING) when the unit must wait. */
+/*
+ * Refreshes the session's catalog snapshot and its state (READY, or LOADING when DDL made it
+ * stale). False when there is none yet and one is being read: the unit must wait.
+ */
 static bool have_catalog(Client *c, CatalogState *state)
 {
     Session *s = &c->req.session;
     uint64_t gen = catalog_generation();
     if (s->cat && s->cat_gen == gen) {
-        *state = CATALOG_READY;
+        *state = s->cat_state;
         return true;
     }
     CatalogDb *cat = catalog_acquire(c->database, state);
@@ -424,11 +451,12 @@ static bool have_catalog(Client *c, CatalogState *state)
         catalog_release(s->cat);
         s->cat = cat;
         s->cat_gen = gen;
-        *state = CATALOG_READY;
+        s->cat_state = *state;
         return true;
     }
     if (s->cat) {
-        *state = CATALOG_READY; /* keep the older snapshot while a new one loads */
+        s->cat_state = *state == CATALOG_FAILED ? CATALOG_FAILED : CATALOG_LOADING;
+        *state = s->cat_state;
         return true;
     }
     return *state != CATALOG_LOADING;
@@ -539,8 +567,8 @@ static int judge_extended(Client *c, CatalogState cat_state)
             else if (has_time_literal_param(&bind))
                 e->reason = BYPASS_PARAM_TIME_LITERAL;
             else
-                e->reason = decide_read(cfg, s->cat, cat_state, s, r->tx_status, e->analysis,
-                                        &e->tables);
+                e->reason = decide_read(cfg, trusted_catalog(s), cat_state, s, r->tx_status,
+                                        e->analysis, &e->tables);
             if (e->reason != DECIDE_CACHE && !unit_reason)
                 unit_reason = e->reason;
             bound = NULL; /* an executed unnamed portal is done */
@@ -964,7 +992,7 @@ static void process_unit(Client *c)
     r->tx_before = r->tx_status;
     r->unit_start_us = clock_us();
 
-    if (!cfg->cache.enabled || c->replication) {
+    if (c->replication) {
         forward_unit(c, BYPASS_CACHE_DISABLED);
         return;
     }
@@ -989,8 +1017,9 @@ static void process_unit(Client *c)
             return;
         }
         e->analysis = sqlparse_analyze(c->worker->memo, text, len);
-        e->reason = e->analysis ? decide_read(cfg, r->session.cat, cat_state, &r->session,
-                                              r->tx_status, e->analysis, &e->tables)
+        e->reason = e->analysis ? decide_read(cfg, trusted_catalog(&r->session), cat_state,
+                                              &r->session, r->tx_status, e->analysis,
+                                              &e->tables)
                                 : SQL_REASON_PARSE_ERROR;
         unit_reason = e->reason;
     } else {
@@ -1585,6 +1614,7 @@ static void writes_to_bump(Client *c, WriteSet *bump)
         writeset_clear(&s->tx_pending);
         s->tx_wrote = false;
         s->tx_iso_high = false;
+        s->tx_iso_default = false;
         if (s->tx_session_changed)
             session_touch(s);
         s->tx_session_changed = false;
@@ -1592,10 +1622,14 @@ static void writes_to_bump(Client *c, WriteSet *bump)
     }
     /* Still (or newly) in a block. */
     if (p == 'I') {
-        s->tx_iso_high = r->unit_iso >= SQL_ISO_REPEATABLE_READ ||
-                         (r->unit_iso == SQL_ISO_DEFAULT && s->default_iso_high);
+        /* A block that states no level runs at the session default, which decide_read checks
+         * when it judges (the probe may learn it only then). */
+        s->tx_iso_high = r->unit_iso >= SQL_ISO_REPEATABLE_READ;
+        s->tx_iso_default = r->unit_iso == SQL_ISO_DEFAULT;
     } else if (r->unit_iso >= SQL_ISO_REPEATABLE_READ) {
         s->tx_iso_high = true;
+    } else if (r->unit_iso != SQL_ISO_DEFAULT) {
+        s->tx_iso_default = false; /* SET TRANSACTION ISOLATION LEVEL READ COMMITTED */
     }
     if (r->saw_commit || r->unit_has_commit) {
         writeset_merge(bump, &s->tx_pending);
@@ -1655,8 +1689,10 @@ static void finish_unit(Client *c)
     }
     if (r->unit_flags_session)
         session_touch(s);
-    if (r->unit_ddl)
+    if (r->unit_ddl) {
         catalog_invalidate(c->database);
+        cache_publish_ddl(c);
+    }
 
     WriteSet bump = {0};
     writes_to_bump(c, &bump);

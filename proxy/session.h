@@ -58,10 +58,12 @@ typedef struct Session {
 
     bool tx_wrote;           /* the open block may have written: no cache until it ends */
     bool tx_iso_high;        /* the open block runs REPEATABLE READ / SERIALIZABLE */
+    bool tx_iso_default;     /* the open block runs at default_transaction_isolation */
     bool tx_session_changed; /* settings changed inside the block (revert on rollback) */
     WriteSet tx_pending;     /* written in the open block: bumped when it commits */
 
     CatalogDb *cat;          /* catalog snapshot of this session's database */
+    int cat_state;           /* CatalogState of cat: READY, or LOADING when DDL made it stale */
     uint64_t cat_gen;        /* catalog_generation() when cat was acquired */
 } Session;
 

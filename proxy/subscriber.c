@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/catalog.h"
 #include "proxy/log.h"
 #include "proxy/versions.h"
 
@@ -24,7 +25,7 @@ static struct ev_loop *loop_;
 static redisAsyncContext *ac;
 static ev_timer retry;
 static double backoff = 0.1;
-static char *host, *user, *password, *channel;
+static char *host, *user, *password, *channel, *ddl_channel;
 static int port, db;
 static bool stopped;
 static _Atomic bool live;
@@ -96,6 +97,9 @@ static void on_message(redisAsyncContext *c, void *r, void *privdata)
     if (kind->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(kind->str, "subscribe") == 0) {
+        if (reply->element[1]->type == REDIS_REPLY_STRING && ddl_channel &&
+            strcmp(reply->element[1]->str, ddl_channel) == 0)
+            return;
         /* Messages before this point were missed: start from a clean map. */
         versions_forget_all();
         atomic_store(&live, true);
@@ -103,8 +107,17 @@ static void on_message(redisAsyncContext *c, void *r, void *privdata)
         log_info("subscribed to invalidations on %s", channel);
         return;
     }
-    if (strcmp(kind->str, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
-        apply(reply->element[2]->str, reply->element[2]->len);
+    if (strcmp(kind->str, "message") != 0 || reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    if (ddl_channel && strcmp(reply->element[1]->str, ddl_channel) == 0) {
+        /* DDL through some pgstash: what names mean in that database may have changed. */
+        char db[256];
+        snprintf(db, sizeof db, "%.*s", (int)reply->element[2]->len, reply->element[2]->str);
+        catalog_invalidate(db);
+        return;
+    }
+    apply(reply->element[2]->str, reply->element[2]->len);
 }
 
 static void on_auth(redisAsyncContext *c, void *r, void *privdata)
@@ -154,7 +167,8 @@ static void connect_now(void)
             redisAsyncCommand(ac, on_auth, NULL, "AUTH %s", password);
     }
     /* SUBSCRIBE works on any logical database: channels are global. */
-    redisAsyncCommand(ac, on_message, NULL, "SUBSCRIBE %b", channel, strlen(channel));
+    redisAsyncCommand(ac, on_message, NULL, "SUBSCRIBE %b %b", channel, strlen(channel),
+                      ddl_channel, strlen(ddl_channel));
 }
 
 static void adopt(const Config *cfg)
@@ -163,6 +177,7 @@ static void adopt(const Config *cfg)
     free(user);
     free(password);
     free(channel);
+    free(ddl_channel);
     host = strdup(cfg->redis.addr.host);
     port = cfg->redis.addr.port;
     user = cfg->redis.user ? strdup(cfg->redis.user) : NULL;
@@ -170,8 +185,11 @@ static void adopt(const Config *cfg)
     db = cfg->redis.db;
     size_t n = strlen(cfg->cache.key_prefix) + 8;
     channel = malloc(n);
+    ddl_channel = malloc(n);
     if (channel)
         snprintf(channel, n, "%s:inval", cfg->cache.key_prefix);
+    if (ddl_channel)
+        snprintf(ddl_channel, n, "%s:ddl", cfg->cache.key_prefix);
 }
 
 void subscriber_start(struct ev_loop *loop, const Config *cfg)
@@ -180,7 +198,7 @@ void subscriber_start(struct ev_loop *loop, const Config *cfg)
     ev_init(&retry, on_retry);
     adopt(cfg);
     stopped = !cfg->cache.enabled;
-    if (!stopped && host && channel)
+    if (!stopped && host && channel && ddl_channel)
         connect_now();
 }
 
@@ -216,5 +234,6 @@ void subscriber_free(void)
     free(user);
     free(password);
     free(channel);
-    host = user = password = channel = NULL;
+    free(ddl_channel);
+    host = user = password = channel = ddl_channel = NULL;
 }

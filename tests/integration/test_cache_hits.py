@@ -12,9 +12,10 @@ import struct
 
 import pytest
 
-from cache_helpers import (classify, cleanup, connect3, expect, make_proxy, prime,  # noqa: F401
-                           raw_select, settle, wait_fills)
+from cache_helpers import (cleanup, connect3, expect, make_proxy, raw_select,  # noqa: F401
+                           settle, wait_fills)
 from helpers import raw_session
+from pgstash_harness import wait_until
 
 pytestmark = pytest.mark.proxy_only   # hit/miss counters are pgstash's own
 
@@ -71,8 +72,9 @@ def test_simple_protocol_hit_is_byte_identical(pg, pgstash_factory, cleanup):
     sql = "SELECT * FROM %s ORDER BY id" % t
 
     direct = raw_select(pg, su, sql)
-    first = expect(px, lambda: raw_select(px, su, sql), "miss")
-    settle(px)
+    with raw_session(px, su) as a:
+        first = expect(px, lambda: a.simple_query(sql), "miss")
+        wait_fills(px, 1)
     second = expect(px, lambda: raw_select(px, su, sql), "hit")
 
     assert [m.type for m in direct[:1]] == ["T"] and direct[-2].command_tag == "SELECT %d" % ROWS
@@ -119,15 +121,19 @@ def test_psycopg3_unnamed_hit_identical(pg, pgstash_factory, cleanup, binary):
     px = make_proxy(pgstash_factory)
     sql = "SELECT * FROM %s WHERE id <= %%s ORDER BY id" % t
 
+    def run_on(conn, limit):
+        cur = conn.cursor(binary=binary)
+        cur.execute(sql, (limit,))
+        return raw_result(cur)
+
     def run(target, limit):
         with connect3(target) as conn:
-            cur = conn.cursor(binary=binary)
-            cur.execute(sql, (limit,))
-            return raw_result(cur)
+            return run_on(conn, limit)
 
     direct = run(pg, ROWS)
-    first = expect(px, lambda: run(px, ROWS), "miss")
-    settle(px)
+    with connect3(px) as a:
+        first = expect(px, lambda: run_on(a, ROWS), "miss")
+        settle(px)
     second = expect(px, lambda: run(px, ROWS), "hit")
     assert first == direct
     assert second == direct
@@ -201,7 +207,7 @@ def test_raw_named_parse_bind_describe_execute(pg, pgstash_factory, cleanup, fmt
 
     with raw_session(px, su) as a:
         first = expect(px, lambda: named_unit(a, sql, [ROWS], result_formats=[fmt]), "miss")
-    settle(px)
+        settle(px)
     with raw_session(px, su) as b:
         second = expect(px, lambda: named_unit(b, sql, [ROWS], result_formats=[fmt]), "hit")
     assert_same_msgs(first, want, "miss vs direct")
@@ -236,9 +242,9 @@ def test_raw_several_executes_before_one_sync(pg, pgstash_factory, cleanup):
     before = px.stats()
     with raw_session(px, su) as a:
         first = multi_exec_unit(a, sql, values)
-    s = settle(px)
-    assert s["misses"] - before["misses"] == 4 and s["hits"] == before["hits"], s
-    wait_fills(px, before["fills"] + 4)
+        s = settle(px)
+        assert s["misses"] - before["misses"] == 4 and s["hits"] == before["hits"], s
+        wait_fills(px, before["fills"] + 4)
     mid = px.stats()
     with raw_session(px, su) as b:
         second = multi_exec_unit(b, sql, values)
@@ -309,7 +315,7 @@ def test_session_usable_after_hit_and_lazy_parse(pg, pgstash_factory, cleanup):
 
     with raw_session(px, su) as a:
         expect(px, lambda: named_unit(a, sql, [5]), "miss")
-    settle(px)
+        settle(px)
     with raw_session(px, su) as b:
         got = expect(px, lambda: named_unit(b, sql, [5]), "hit")
         assert [m.data_row for m in got if m.type == "D"][-1] == [b"5", b"v5"]
@@ -382,7 +388,7 @@ def test_close_of_statement_server_never_saw(pg, pgstash_factory, cleanup):
         want = script(d, None)
     with raw_session(px, su) as a:
         script(a, "miss")
-    settle(px)
+        settle(px)
     with raw_session(px, su) as b:
         got = script(b, "hit")
     assert_same_msgs(got, want, "close after hit")
@@ -399,7 +405,7 @@ def test_hit_inside_transaction_block_keeps_status(pg, pgstash_factory, cleanup)
     sql = "SELECT v FROM %s WHERE id = 1" % t
     with raw_session(px, su) as a:
         expect(px, lambda: a.simple_query(sql), "miss")
-    settle(px)
+        settle(px)
     with raw_session(px, su) as b:
         assert b.simple_query("BEGIN")[-1].tx_status == "T"
         msgs = expect(px, lambda: b.simple_query(sql), "hit")
@@ -441,7 +447,7 @@ def _hit_named(px, pg, t, name="s1"):
     sql = "SELECT id, v FROM %s WHERE id <= $1 ORDER BY id" % t
     with raw_session(px, pg.superuser) as a:
         named_unit(a, sql, [2], name=name)
-    settle(px)
+        settle(px)
     b = raw_session(px, pg.superuser)
     expect(px, lambda: named_unit(b, sql, [2], name=name), "hit")
     return b, sql
@@ -535,3 +541,25 @@ def test_statement_forgotten_by_sql_after_hit(pg, pgstash_factory, cleanup, forg
     want, got = _both(pg, px, cleanup, steps)
     assert [m.type for m in want] == ["C", "Z", "E", "Z"] and want[2].sqlstate == "26000"
     assert_same_msgs(got, want, "Bind of a statement dropped by %s" % forget)
+
+
+def test_fills_counted_when_client_leaves_at_once(pg, redis, pgstash_factory, cleanup):
+    """`fills` counts entries stored, also when the client disconnects right after its
+    ReadyForQuery (the fill is stored after the client got its answer)."""
+    t = make_data_table(pg, cleanup, rows=2000)
+    px = make_proxy(pgstash_factory)
+    su = pg.superuser
+    n = 12
+    for i in range(n):
+        raw_select(px, su, "SELECT * FROM %s WHERE id > %d ORDER BY id" % (t, i))
+    prefix = px.config["cache"]["key_prefix"]
+    wait_until(lambda: len(redis.command("KEYS", "%s:e:*" % prefix)) == n, timeout=10,
+               message="%d entries in Redis" % n)
+    s = px.stats()
+    assert s["misses"] == n
+    try:
+        wait_fills(px, n, timeout=5)
+    except TimeoutError:
+        raise AssertionError("%d entries are in Redis, but /stats says fills=%d "
+                             "(fill_skipped=%d)" % (n, px.stats()["fills"],
+                                                    px.stats()["fill_skipped"])) from None

@@ -476,3 +476,79 @@ def test_temp_table_survives_discard_and_reconnect(pg, pgstash_factory, cleanup)
         assert q2(b, sql) == [("real",)]
     finally:
         b.close()
+
+
+def test_tenant_changed_inside_volatile_function(pg, pgstash_factory, cleanup):
+    """The setting's name is known (the session SET it); a volatile function changes its value:
+    pgstash re-reads the settings after the call, so the next read is the new tenant's."""
+    role, t = tenant_setup(pg, cleanup)
+    fn = t + "_set"
+    cleanup.add("DROP FUNCTION IF EXISTS %s(text)" % fn)
+    pg.sql("CREATE FUNCTION %s(x text) RETURNS text VOLATILE LANGUAGE sql AS "
+           "$$ SELECT set_config('app.tenant_id', x, false) $$" % fn)
+    pg.sql("GRANT EXECUTE ON FUNCTION %s(text) TO %s" % (fn, role))
+    px = make_proxy(pgstash_factory)
+    sql = "SELECT * FROM %s ORDER BY id" % t
+    c = px.connect(user=role)
+    try:
+        q2(c, "SET app.tenant_id = 'a'")
+        assert prime(px, lambda: q2(c, sql))[1] == TENANT_ROWS["a"]
+        assert q2(c, "SELECT %s('b')" % fn) == [("b",)]
+        assert q2(c, sql) == TENANT_ROWS["b"], "tenant changed by a function: old rows served"
+        q2(c, "DO $$ BEGIN PERFORM set_config('app.tenant_id', 'c', false); END $$")
+        assert q2(c, sql) == TENANT_ROWS["c"], "tenant changed by DO: old rows served"
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("setting,value,sql", [
+    ("client_encoding", "'LATIN1'", "SELECT v FROM {t} ORDER BY id"),
+    ("standard_conforming_strings", "off", "SELECT v || 'a\\x41b' FROM {t} ORDER BY id"),
+    ("transform_null_equals", "on", "SELECT id FROM {t} WHERE v = NULL ORDER BY id"),
+], ids=["client_encoding", "standard_conforming_strings", "transform_null_equals"])
+def test_settings_that_change_meaning_change_the_key(pg, pgstash_factory, cleanup, setting,
+                                                     value, sql):
+    t = cleanup.table("meaning")
+    pg.sql("CREATE TABLE %s (id int, v text)" % t)
+    pg.sql("INSERT INTO %s VALUES (1, 'caf\u00e9'), (2, NULL)" % t)
+    px = make_proxy(pgstash_factory)
+    sql = sql.format(t=t)
+    with raw_session(px, pg.superuser) as c, raw_session(pg, pg.superuser) as d:
+        base = d.simple_query(sql)
+        assert c.simple_query(sql) == base
+        settle(px)
+        assert expect(px, lambda: c.simple_query(sql), "hit") == base
+        for conn in (c, d):
+            msgs = conn.simple_query("SET %s = %s" % (setting, value))
+            assert not any(m.type == "E" for m in msgs), msgs
+        want = [m for m in d.simple_query(sql) if m.type != "N"]
+        assert [m for m in want if m.type == "D"] != [m for m in base if m.type == "D"], \
+            "the setting changed nothing: bad test"
+        got = [m for m in c.simple_query(sql) if m.type != "N"]
+        assert got == want, "%s = %s: got %r, PostgreSQL sends %r" % (
+            setting, value, [m.data_row for m in got if m.type == "D"],
+            [m.data_row for m in want if m.type == "D"])
+        settle(px)
+        got = [m for m in c.simple_query(sql) if m.type != "N"]
+        assert got == want
+
+
+def test_row_security_off_is_an_error_not_cached_rows(pg, pgstash_factory, cleanup):
+    role, t = tenant_setup(pg, cleanup)
+    px = make_proxy(pgstash_factory)
+    sql = "SELECT * FROM %s ORDER BY id" % t
+    c, d = px.connect(user=role), pg.connect(user=role)
+    try:
+        for conn in (c, d):
+            q2(conn, "SET app.tenant_id = 'a'")
+        assert prime(px, lambda: q2(c, sql))[1] == TENANT_ROWS["a"]
+        for conn in (c, d):
+            q2(conn, "SET row_security = off")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege) as direct:
+            q2(d, sql)
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege) as through:
+            q2(c, sql)
+        assert str(through.value) == str(direct.value)
+    finally:
+        c.close()
+        d.close()

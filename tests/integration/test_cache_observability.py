@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from cache_helpers import (classify, cleanup, expect, make_proxy, prime, q2,  # noqa: F401
-                           settle)
+from cache_helpers import cleanup, expect, make_proxy, prime, q2, settle  # noqa: F401
 from pgstash_harness import wait_until
 
 pytestmark = pytest.mark.proxy_only

@@ -326,3 +326,64 @@ def test_other_shapes_never_cached(pg, pgstash_factory, cleanup):
     finally:
         c.close()
     assert not problems, "\n".join(problems)
+
+
+def test_results_above_max_entry_bytes_are_streamed_not_stored(pg, redis, pgstash_factory,
+                                                                cleanup):
+    t = cleanup.table("big")
+    pg.sql("CREATE TABLE %s (id int PRIMARY KEY, v text)" % t)
+    pg.sql("INSERT INTO %s SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g" % t)
+    px = make_proxy(pgstash_factory, {"cache": {"max_entry_bytes": "64KB"}})
+    big = "SELECT * FROM %s ORDER BY id" % t
+    small = "SELECT * FROM %s WHERE id <= 10 ORDER BY id" % t
+    with raw_session(pg, pg.superuser) as d:
+        want_big = d.simple_query(big)
+    keys = entry_keys(redis, px)
+    with raw_session(px, pg.superuser) as c:
+        for _ in range(3):
+            got, kind = classify(px, lambda: c.simple_query(big))
+            assert got == want_big
+            assert kind == "miss", kind
+            settle(px)
+        assert entry_keys(redis, px) == keys, "a result above max_entry_bytes was stored"
+        s = px.stats()
+        assert s["hits"] == 0 and s["fills"] == 0 and s["fill_skipped"] >= 1, s
+        prime(px, lambda: c.simple_query(small))
+
+
+def test_cache_disabled(pg, redis, pgstash_factory, cleanup):
+    t = make_kv(pg, cleanup, "off")
+    px = make_proxy(pgstash_factory, {"cache": {"enabled": False}})
+    sql = "SELECT * FROM %s ORDER BY id" % t
+    c = px.connect()
+    try:
+        before = px.stats()
+        for i in range(3):
+            got = q2(c, sql)
+            assert got[0] == (1, "v1" if i == 0 else "x%d" % (i - 1))
+            pg.sql("UPDATE %s SET v = 'x%d' WHERE id = 1" % (t, i))
+        assert px.stats()["fills"] == 0 and px.stats()["hits"] == 0
+        assert not entry_keys(redis, px)
+        # Every read not cached is counted under its reason.
+        d = delta(px, before)
+        assert d.get("bypass:cache_disabled") == 3, \
+            "3 reads with cache.enabled: false, counters moved by %r" % d
+    finally:
+        c.close()
+
+
+def test_reload_turns_caching_off_for_a_table(pg, pgstash_factory, cleanup):
+    t = make_kv(pg, cleanup, "reload")
+    px = make_proxy(pgstash_factory)
+    sql = "SELECT * FROM %s ORDER BY id" % t
+    c = px.connect()
+    try:
+        prime(px, lambda: q2(c, sql))
+        px.write_config({"tables": {t: {"cache": False}}})
+        px.reload()
+        wait_until(lambda: classify(px, lambda: q2(c, sql))[1] == "bypass:table_not_cached",
+                   timeout=10, interval=0.1, message="the reload to take effect")
+        pg.sql("UPDATE %s SET v = 'direct' WHERE id = 1" % t)   # behind pgstash's back
+        assert expect(px, lambda: q2(c, sql), "bypass:table_not_cached")[0] == (1, "direct")
+    finally:
+        c.close()

@@ -12,11 +12,10 @@ import struct
 import threading
 import time
 
-import psycopg
 import pytest
 
 from cache_helpers import (classify, cleanup, connect3, delta, make_proxy, prefix_of,  # noqa
-                           prime, q2, q3, settle, wait_delta)
+                           prime, q2, q3, settle)
 from helpers import raw_session
 from pgstash_harness import wait_until
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from cache_helpers import (classify, cleanup, connect3, delta, expect, make_proxy,  # noqa: F401
-                           prime, q2, q3, settle, wait_delta)
+                           prime, q2, q3, settle)
 
 pytestmark = pytest.mark.proxy_only
 
@@ -97,16 +97,28 @@ def test_default_isolation_from_startup_options(pg, pgstash_factory, cleanup):
     t = make_kv(pg, cleanup)
     px = make_proxy(pgstash_factory)
     sql = "SELECT v FROM %s WHERE id = 2" % t
-    plain = px.connect()
+    plain, w = px.connect(), px.connect()
     rr = px.connect(options="-c default_transaction_isolation=serializable")
     try:
         prime(px, lambda: q2(plain, sql))
         q2(rr, "BEGIN")
-        assert expect(px, lambda: q2(rr, sql), "bypass:tx_isolation") == [("two",)]
+        kinds = []
+        got, k = classify(px, lambda: q2(rr, sql))
+        kinds.append(k)
+        assert got == [("two",)]
+        q2(w, "UPDATE %s SET v = 'changed' WHERE id = 2" % t)
+        prime(px, lambda: q2(plain, sql))
+        for _ in range(2):
+            got, k = classify(px, lambda: q2(rr, sql))
+            kinds.append(k)
+            assert got == [("two",)], "serializable snapshot broken: %r (%s)" % (got, k)
         q2(rr, "COMMIT")
+        got = q2(rr, sql)
+        assert got == [("changed",)], "after the serializable block: stale %r" % got
+        assert kinds == ["bypass:tx_isolation"] * 3, kinds
     finally:
-        plain.close()
-        rr.close()
+        for c in (plain, w, rr):
+            c.close()
 
 
 def test_psycopg3_repeatable_read_connection(pg, pgstash_factory, cleanup):
