@@ -289,10 +289,47 @@ static bool want_server_read(const Client *c)
     }
 }
 
+/* True when the client owes us bytes: a message or a unit begun but not finished. */
+static bool half_sent(const Client *c)
+{
+    return iobuf_len(&c->c_in) > 0 &&
+           (c->req.state == REQ_IDLE || c->req.state == REQ_COLLECT);
+}
+
+/*
+ * The ready-state deadline: limits.client_idle_timeout for a session idle between statements,
+ * and for a half-sent message or unit the idle timeout or, when that is off,
+ * limits.auth_timeout. 0 = none.
+ */
+static int64_t ready_timeout_ms(const Client *c)
+{
+    const Config *cfg = cfg_of(c);
+    int64_t idle = cfg->limits.idle_timeout_ms;
+    if (half_sent(c))
+        return idle > 0 ? idle : cfg->limits.auth_timeout_ms;
+    return idle > 0 && request_is_idle(&c->req) ? idle : 0;
+}
+
+static void update_timer(Client *c)
+{
+    int64_t t = ready_timeout_ms(c);
+    struct ev_loop *loop = c->worker->loop;
+    if (t <= 0) {
+        ev_timer_stop(loop, &c->timer);
+        return;
+    }
+    if (!ev_is_active(&c->timer)) {
+        c->timer.repeat = (double)t / 1000.0;
+        ev_timer_again(loop, &c->timer);
+    }
+}
+
 static void update_watchers(Client *c)
 {
     if (c->state == CS_DEAD)
         return;
+    if (c->state == CS_READY)
+        update_timer(c);
     set_io(c, &c->c_rd, want_client_read(c));
     set_io(c, &c->c_wr, iobuf_len(&c->c_out) > 0);
     if (c->sfd >= 0) {
@@ -609,12 +646,7 @@ static void relay_auth_server(Client *c)
         } else if (f.type == 'Z' && f.n == 6) {
             c->req.tx_status = (char)f.p[5];
             client_set_state(c, CS_READY);
-            const Config *cfg = cfg_of(c);
-            ev_timer_stop(c->worker->loop, &c->timer);
-            if (cfg->limits.idle_timeout_ms > 0) {
-                c->timer.repeat = (double)cfg->limits.idle_timeout_ms / 1000.0;
-                ev_timer_again(c->worker->loop, &c->timer);
-            }
+            ev_timer_stop(c->worker->loop, &c->timer); /* update_timer arms what READY needs */
             LOG_AT(LOG_DEBUG, c->ident, "authenticated");
         }
     }
@@ -779,7 +811,6 @@ static void on_server_write(struct ev_loop *loop, ev_io *w, int revents)
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     Client *c = w->data;
-    const Config *cfg = cfg_of(c);
     switch (c->state) {
     case CS_STARTUP:
     case CS_AUTH:
@@ -797,27 +828,23 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         client_close(c, "closing timed out");
         return;
     case CS_READY: {
-        int64_t idle = cfg->limits.idle_timeout_ms;
-        if (idle <= 0) {
-            ev_timer_stop(loop, w);
+        int64_t limit = ready_timeout_ms(c);
+        if (limit <= 0) {
+            ev_timer_stop(loop, w); /* a statement is running: the server is busy, not us */
             return;
         }
-        int64_t quiet = clock_ms() - c->last_activity_ms;
-        if (quiet < idle) {
-            w->repeat = (double)(idle - quiet) / 1000.0;
+        int64_t since = c->last_activity_ms > c->req.idle_since_ms ? c->last_activity_ms
+                                                                    : c->req.idle_since_ms;
+        int64_t quiet = clock_ms() - since;
+        if (quiet < limit) {
+            w->repeat = (double)(limit - quiet) / 1000.0;
             ev_timer_again(loop, w);
             return;
         }
-        if (iobuf_len(&c->c_in) > 0)
+        if (half_sent(c))
             client_fail(c, "08P01", "timeout waiting for the rest of a message");
-        else if (request_is_idle(&c->req))
+        else
             client_fail(c, "57P05", "terminating connection due to idle-session timeout");
-        else {
-            /* A statement is running: the server is busy, not the client. */
-            w->repeat = (double)idle / 1000.0;
-            ev_timer_again(loop, w);
-            return;
-        }
         break;
     }
     case CS_ADMIN:

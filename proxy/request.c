@@ -118,6 +118,8 @@ void request_free(Request *r)
 static void request_set_state(Request *r, RequestState state)
 {
     r->state = state;
+    if (state == REQ_IDLE)
+        r->idle_since_ms = clock_ms();
 }
 
 bool request_is_idle(const Request *r)

@@ -49,6 +49,7 @@ typedef struct Request {
     char tx_before;          /* tx_status when the current unit started */
     int64_t unit_start_us;   /* when the current unit was judged */
     int64_t catalog_wait_ms; /* REQ_CATALOG since (clock_ms) */
+    int64_t idle_since_ms;   /* when the last unit finished (idle timeout counts from here) */
 
     Session session;         /* statements, settings, transaction block */
 
