@@ -496,31 +496,54 @@ void cache_fill(Client *c, Exec *e)
 
 /* --- bump ------------------------------------------------------------------------------ */
 
+/* One bump in flight: what it bumps (for the local version map) and what waits for it. */
+typedef struct {
+    BumpKind kind;
+    char *db;
+    WriteSet set;
+} BumpJob;
+
+static void bump_job_free(BumpJob *j)
+{
+    if (!j)
+        return;
+    free(j->db);
+    writeset_clear(&j->set);
+    free(j);
+}
+
+/*
+ * A bump's reply. Runs even when the client has gone: a failed invalidation must be recorded
+ * (it stops hits until the global epoch is bumped) whoever waited for it.
+ */
 static void on_bump(Client *c, StoreStatus status, const redisReply *reply, void *arg)
 {
-    Request *r = &c->req;
-    WriteSet *w = &r->writes;
+    BumpJob *j = arg;
+    const WriteSet *w = &j->set;
     bool ok = status == STORE_REPLY && reply->type == REDIS_REPLY_ARRAY &&
               reply->elements == w->n + (w->all ? 1 : 0);
     for (size_t i = 0; ok && i < reply->elements; i++)
         ok = reply->element[i]->type == REDIS_REPLY_INTEGER;
     if (ok) {
         for (size_t i = 0; i < w->n; i++)
-            versions_raise(c->database, w->names[i], (uint64_t)reply->element[i]->integer);
+            versions_raise(j->db, w->names[i], (uint64_t)reply->element[i]->integer);
         if (w->all)
             versions_raise_epoch((uint64_t)reply->element[w->n]->integer);
     } else {
         store_note_lost_write();
-        LOG_AT(LOG_WARN, c->ident,
-               "could not invalidate %zu table(s)%s in Redis; hits stop until the global epoch "
-               "is bumped",
-               w->n, w->all ? " and the epoch" : "");
+        log_warn("could not invalidate %zu table(s)%s of database \"%s\" in Redis; hits stop "
+                 "until the global epoch is bumped",
+                 w->n, w->all ? " and the epoch" : "", j->db);
     }
-    request_bump_done(c);
+    BumpKind kind = j->kind;
+    bump_job_free(j);
+    if (c->state == CS_DEAD)
+        return;
+    request_bump_done(c, kind);
     client_kick(c);
 }
 
-bool cache_bump(Client *c, const WriteSet *w)
+bool cache_bump(Client *c, const WriteSet *w, BumpKind kind)
 {
     Worker *wk = c->worker;
     const Config *cfg = cfg_of(c);
@@ -564,7 +587,18 @@ bool cache_bump(Client *c, const WriteSet *w)
         argv[argc] = w->names[i], argvlen[argc++] = strlen(w->names[i]);
     if (w->all)
         argv[argc] = "*", argvlen[argc++] = 1;
-    return store_command(wk->store, c, on_bump, NULL, (int)argc, argv, argvlen);
+    BumpJob *j = calloc(1, sizeof *j);
+    if (!j || !(j->db = strdup(c->database))) {
+        bump_job_free(j);
+        return false;
+    }
+    j->kind = kind;
+    writeset_merge(&j->set, w);
+    if (!store_command_always(wk->store, c, on_bump, j, (int)argc, argv, argvlen)) {
+        bump_job_free(j);
+        return false;
+    }
+    return true;
 }
 
 void cache_register_database(Client *c)

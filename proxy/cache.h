@@ -84,9 +84,15 @@ bool cache_lookup(Client *c, Exec *e, bool key_known) __attribute__((warn_unused
 /* Stores a completed capture (fire and forget). */
 void cache_fill(Client *c, Exec *e);
 
+typedef enum {
+    BUMP_FINAL,  /* the unit's end: its answer is released when Redis confirms */
+    BUMP_EARLY,  /* a held answer overflowed: bump now, again at the end */
+    BUMP_COMMIT, /* a COMMIT confirmed in an open (Flush) unit: release what was held */
+} BumpKind;
+
 /* Bumps the versions of a write set. False when Redis is not usable: the caller releases
- * the client's answer anyway and the loss is recorded (global epoch bump later). */
-bool cache_bump(Client *c, const WriteSet *w) __attribute__((warn_unused_result));
+ * the client's answer anyway and records the loss (global epoch bump later). */
+bool cache_bump(Client *c, const WriteSet *w, BumpKind kind) __attribute__((warn_unused_result));
 
 /* Records the session's database in <prefix>:dbs, which FLUSH TABLE walks (fire and
  * forget, idempotent). */
@@ -99,6 +105,6 @@ void cache_publish_ddl(Client *c);
 /* Called by cache.c when the unit's last lookup reply / its bump reply arrives (the caller
  * then runs client_kick). */
 void request_lookup_done(Client *c);
-void request_bump_done(Client *c);
+void request_bump_done(Client *c, BumpKind kind);
 
 #endif

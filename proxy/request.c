@@ -1437,8 +1437,12 @@ static bool overflow_hold(Client *c)
     Request *r = &c->req;
     if (!r->holding || iobuf_len(&r->held) <= HOLD_MAX)
         return true;
-    if (!cache_bump(c, &r->writes) && !writeset_empty(&r->writes))
+    WriteSet now = {0};
+    writeset_merge(&now, &r->session.tx_pending);
+    writeset_merge(&now, &r->writes);
+    if (!writeset_empty(&now) && !cache_bump(c, &now, BUMP_EARLY))
         store_note_lost_write();
+    writeset_clear(&now);
     r->early_bumped = true;
     return release_held(c);
 }
@@ -1519,14 +1523,32 @@ bool request_server_frame(Client *c, const Frame *f)
     case 'H':
         abandon(e, "copy");
         return relay(c, f);
-    case 'C':
+    case 'C': {
+        bool was_commit = r->saw_commit;
         note_tag(r, f->p, f->n);
         /* A unit whose Sync is out is answered to the end without the client: withhold from
          * the first CommandComplete. An open unit (Flush) may need the client to see this
-         * before it sends Sync; its commit is confirmed at ReadyForQuery, held there. */
+         * before it sends Sync, so only a COMMIT's confirmation is withheld there, until the
+         * block's writes are bumped (the bump at ReadyForQuery then repeats them). */
         if (!r->holding && !r->unit_open && unit_may_bump(r))
             r->holding = true;
+        else if (r->unit_open && r->saw_commit && !was_commit && !r->holding &&
+                 unit_may_bump(r)) {
+            WriteSet now = {0};
+            writeset_merge(&now, &r->session.tx_pending);
+            writeset_merge(&now, &r->writes);
+            if (writeset_empty(&now)) {
+                writeset_clear(&now);
+                break;
+            }
+            if (cache_bump(c, &now, BUMP_COMMIT))
+                r->holding = true;
+            else
+                store_note_lost_write();
+            writeset_clear(&now);
+        }
         break;
+    }
     default:
         break;
     }
@@ -1711,12 +1733,11 @@ static void finish_unit(Client *c)
     if (bump.all)
         STAT_INC(st->epoch_bumps);
     log_bump(c, &bump);
-    /* The unit's write set becomes what on_bump confirms. */
-    writeset_clear(&r->writes);
-    r->writes = bump;
-    if (writeset_empty(&r->writes) || !cache_bump(c, &r->writes)) {
-        if (!writeset_empty(&r->writes))
-            store_note_lost_write();
+    bool sent = !writeset_empty(&bump) && cache_bump(c, &bump, BUMP_FINAL);
+    if (!sent && !writeset_empty(&bump))
+        store_note_lost_write();
+    writeset_clear(&bump);
+    if (!sent) {
         if (release_held(c))
             unit_done(c);
         return;
@@ -1724,10 +1745,14 @@ static void finish_unit(Client *c)
     request_set_state(r, REQ_BUMP);
 }
 
-void request_bump_done(Client *c)
+void request_bump_done(Client *c, BumpKind kind)
 {
     Request *r = &c->req;
-    if (r->state != REQ_BUMP)
+    if (kind == BUMP_COMMIT && r->state == REQ_SERVER) {
+        (void)release_held(c); /* the COMMIT's confirmation may go out now */
+        return;
+    }
+    if (kind != BUMP_FINAL || r->state != REQ_BUMP)
         return;
     if (release_held(c))
         unit_done(c);

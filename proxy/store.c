@@ -62,6 +62,7 @@ typedef struct StoreReq {
     StoreCallback cb;
     void *arg;
     int64_t sent_us;
+    bool always;         /* call cb even when the client died meanwhile */
 } StoreReq;
 
 struct Store {
@@ -175,7 +176,7 @@ static void finish_req(StoreReq *req, StoreStatus status, const redisReply *repl
     if (req->client) {
         Client *c = req->client;
         c->pending_callbacks--;
-        if (c->state != CS_DEAD && req->cb)
+        if ((c->state != CS_DEAD || req->always) && req->cb)
             req->cb(c, status, reply, req->arg);
     } else if (req->cb) {
         req->cb(NULL, status, reply, req->arg);
@@ -216,7 +217,7 @@ static void put_decimal(ByteWriter *w, size_t v)
     bw_put(w, buf + n, sizeof buf - n);
 }
 
-static bool send_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
+static bool send_command(Store *s, Client *c, StoreCallback cb, void *arg, bool always, int argc,
                          const char **argv, const size_t *argvlen)
 {
     if (!s->ac || (s->state != STORE_UP && s->state != STORE_CONNECTING))
@@ -234,6 +235,7 @@ static bool send_command(Store *s, Client *c, StoreCallback cb, void *arg, int a
     req->cb = cb;
     req->arg = arg;
     req->sent_us = clock_us();
+    req->always = always;
     /* RESP by hand: hiredis's printf-style formatter costs more than the rest of a hit. */
     ByteWriter *w = &s->resp;
     bw_reset(w);
@@ -272,7 +274,15 @@ bool store_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc, c
 {
     if (!s || s->state != STORE_UP)
         return false;
-    return send_command(s, c, cb, arg, argc, argv, argvlen);
+    return send_command(s, c, cb, arg, false, argc, argv, argvlen);
+}
+
+bool store_command_always(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
+                          const char **argv, const size_t *argvlen)
+{
+    if (!s || s->state != STORE_UP)
+        return false;
+    return send_command(s, c, cb, arg, true, argc, argv, argvlen);
 }
 
 /* --- lost writes: bump the epoch before serving again ---------------------------------- */
@@ -314,7 +324,7 @@ static void maybe_bump_epoch(Store *s)
     size_t argvlen[8];
     for (int i = 0; i < 8; i++)
         argvlen[i] = strlen(argv[i]);
-    if (send_command(s, NULL, on_epoch_bumped, s, 8, argv, argvlen))
+    if (send_command(s, NULL, on_epoch_bumped, s, false, 8, argv, argvlen))
         s->epoch_bump_out = true;
 }
 
@@ -394,18 +404,18 @@ static void store_connect(Store *s)
     if (s->password) {
         const char *argv[3] = {"AUTH", s->user ? s->user : s->password, s->password};
         size_t argvlen[3] = {4, strlen(argv[1]), strlen(s->password)};
-        (void)send_command(s, NULL, on_setup_reply, s, s->user ? 3 : 2, argv, argvlen);
+        (void)send_command(s, NULL, on_setup_reply, s, false, s->user ? 3 : 2, argv, argvlen);
     }
     if (s->db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", s->db);
         const char *argv[2] = {"SELECT", db};
         size_t argvlen[2] = {6, strlen(db)};
-        (void)send_command(s, NULL, on_setup_reply, s, 2, argv, argvlen);
+        (void)send_command(s, NULL, on_setup_reply, s, false, 2, argv, argvlen);
     }
     const char *argv[1] = {"PING"};
     size_t argvlen[1] = {4};
-    (void)send_command(s, NULL, on_ready_reply, s, 1, argv, argvlen);
+    (void)send_command(s, NULL, on_ready_reply, s, false, 1, argv, argvlen);
 }
 
 static void on_reconnect(struct ev_loop *loop, ev_timer *t, int revents)

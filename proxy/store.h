@@ -53,6 +53,13 @@ bool store_connected(const Store *s);
 bool store_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc, const char **argv,
                    const size_t *argvlen) __attribute__((warn_unused_result));
 
+/* The same, but the callback runs even if the client died meanwhile (it must check
+ * c->state == CS_DEAD before touching the session): for work that must be finished whatever
+ * becomes of the client, like accounting for a failed invalidation. */
+bool store_command_always(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
+                          const char **argv, const size_t *argvlen)
+    __attribute__((warn_unused_result));
+
 /*
  * Records that a write's invalidation could not be delivered. Until some worker has bumped
  * the global epoch after this call, no worker serves hits or stores fills.
