@@ -1280,7 +1280,32 @@ fail:
     return ok;
 }
 
-/* The loose shape of a SCRAM verifier: SCRAM-SHA-256$<iterations>:<salt>$<stored>:<server>. */
+/* Bytes that `n` characters of base64 decode to, or -1 when they are not base64. */
+static long b64_decoded_len(const char *p, size_t n)
+{
+    if (n == 0 || n % 4 != 0)
+        return -1;
+    size_t pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (c == '=') {
+            if (i < n - 2)
+                return -1;
+            pad++;
+        } else if (pad || !(alnum || c == '+' || c == '/')) {
+            return -1;
+        }
+    }
+    return (long)(n / 4 * 3 - pad);
+}
+
+/*
+ * A SCRAM-SHA-256 verifier as PostgreSQL stores it:
+ * SCRAM-SHA-256$<iterations>:<salt base64>$<StoredKey base64>:<ServerKey base64>, with a
+ * positive iteration count and 32-byte keys — checked here so an unusable secret is a
+ * FILE:LINE error, not a login that fails later.
+ */
 static bool looks_like_scram(const char *s)
 {
     static const char prefix[] = "SCRAM-SHA-256$";
@@ -1289,13 +1314,15 @@ static bool looks_like_scram(const char *s)
     if (strncmp(s, prefix, sizeof(prefix) - 1) != 0)
         return false;
     colon = strchr(p, ':');
-    if (!colon || colon == p || digits_len(p) != (size_t)(colon - p))
+    if (!colon || colon == p || digits_len(p) != (size_t)(colon - p) || colon - p > 9 ||
+        atol(p) < 1)
         return false;
     dollar = strchr(colon + 1, '$');
-    if (!dollar || dollar == colon + 1)
+    if (!dollar || b64_decoded_len(colon + 1, (size_t)(dollar - colon - 1)) < 1)
         return false;
     colon2 = strchr(dollar + 1, ':');
-    return colon2 && colon2 > dollar + 1 && colon2[1] != '\0';
+    return colon2 && b64_decoded_len(dollar + 1, (size_t)(colon2 - dollar - 1)) == 32 &&
+           b64_decoded_len(colon2 + 1, strlen(colon2 + 1)) == 32;
 }
 
 static WUR bool load_admin_user(Loader *ld, AdminUser *user, const YDocNode *map, size_t index)

@@ -49,6 +49,7 @@ typedef struct {
     char sqlstate[6];
     char message[600];
     bool ready;              /* complete (FLUSH fills it in when Redis answers) */
+    bool empty;              /* an empty query: EmptyQueryResponse */
 } AdminResult;
 
 typedef enum {
@@ -165,6 +166,10 @@ static void write_rows_and_tag(ByteWriter *w, const AdminResult *r)
 {
     if (r->error) {
         pg_write_error(w, "ERROR", r->sqlstate, r->message, NULL);
+        return;
+    }
+    if (r->empty) {
+        pg_write_empty(w, 'I');
         return;
     }
     bw_put(w, r->rows.data, r->rows.len);
@@ -540,8 +545,13 @@ static void on_flushed(Client *c, StoreStatus status, const redisReply *reply, v
     client_kick(c);
 }
 
+/* ARGV: registry key, prefix, table, seed, channel, then databases this instance knows (the
+ * registry may have been lost with a Redis restart or eviction). */
 static const char FLUSH_TABLE_SCRIPT[] =
     "local dbs = redis.call('SMEMBERS', ARGV[1])\n"
+    "local seen = {}\n"
+    "for _, db in ipairs(dbs) do seen[db] = true end\n"
+    "for i = 6, #ARGV do if not seen[ARGV[i]] then seen[ARGV[i]] = true; dbs[#dbs + 1] = ARGV[i] end end\n"
     "for _, db in ipairs(dbs) do\n"
     "  local k = ARGV[2] .. ':v:' .. db .. ':' .. ARGV[3]\n"
     "  local v\n"
@@ -575,11 +585,17 @@ static bool start_flush(Client *c, const char *table, AdminResult *r)
     } else {
         snprintf(k1, sizeof k1, "%s:dbs", cfg->cache.key_prefix);
         snprintf(k2, sizeof k2, "%s", cfg->cache.key_prefix);
-        const char *argv[] = {"EVAL", FLUSH_TABLE_SCRIPT, "0", k1, k2, table, seed, channel};
-        size_t argvlen[8];
-        for (int i = 0; i < 8; i++)
+        enum { MAX_DBS = 64 };
+        char dbs[MAX_DBS][128];
+        int n_dbs = catalog_databases(dbs, MAX_DBS);
+        const char *argv[8 + MAX_DBS] = {"EVAL", FLUSH_TABLE_SCRIPT, "0", k1, k2, table, seed,
+                                         channel};
+        size_t argvlen[8 + MAX_DBS];
+        for (int i = 0; i < n_dbs; i++)
+            argv[8 + i] = dbs[i];
+        for (int i = 0; i < 8 + n_dbs; i++)
             argvlen[i] = strlen(argv[i]);
-        sent = store_command(st, c, on_flushed, NULL, 8, argv, argvlen);
+        sent = store_command(st, c, on_flushed, NULL, 8 + n_dbs, argv, argvlen);
         snprintf(r->tag, sizeof r->tag, "FLUSH TABLE");
     }
     if (!sent)
@@ -638,7 +654,7 @@ static bool run_command(Client *c, const char *text, AdminResult *r)
     normalize_command(text, cmd, sizeof cmd);
     const char *p = cmd;
     if (!*p) {
-        snprintf(r->tag, sizeof r->tag, "EMPTY");
+        r->empty = true; /* answered with EmptyQueryResponse, as PostgreSQL does */
         r->ready = true;
         return true;
     }
@@ -672,7 +688,10 @@ static bool run_command(Client *c, const char *text, AdminResult *r)
             return !start_flush(c, NULL, r);
         if (word_is(&p, "table") && *p && !strpbrk(p, " \t\n")) {
             char table[128];
-            snprintf(table, sizeof table, "%s", p);
+            /* Tables are tagged by bare name: "public.t" and "shop.t" both mean t (quoted
+             * names keep their dots and case). */
+            const char *dot = p[0] == '"' ? NULL : strrchr(p, '.');
+            snprintf(table, sizeof table, "%s", dot ? dot + 1 : p);
             /* Bare names are tagged case-folded, like PostgreSQL folds unquoted names. */
             size_t n = strlen(table);
             if (n >= 2 && table[0] == '"' && table[n - 1] == '"') {

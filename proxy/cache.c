@@ -491,6 +491,9 @@ void cache_fill(Client *c, Exec *e)
     size_t argvlen[5] = {3, sb->len - at, e->capture.len, 2, strlen(ttl)};
     if (!store_command(w->store, NULL, on_fill, w, 5, argv, argvlen))
         STAT_INC(w->stats.fill_skipped);
+    else
+        cache_register_database(c); /* FLUSH TABLE finds the database even after Redis lost
+                                       its registry (restart, eviction) */
     tier_keep(c, e, e->capture.data, e->capture.len);
 }
 

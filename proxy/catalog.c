@@ -683,6 +683,19 @@ void catalog_invalidate_all(void)
     pthread_mutex_unlock(&lock);
 }
 
+int catalog_databases(char (*out)[128], int max)
+{
+    int n = 0;
+    if (!running)
+        return 0;
+    pthread_mutex_lock(&lock);
+    for (StrMapIter it = strmap_iter(&dbs); n < max && strmap_next(&dbs, &it);)
+        if (strlen(it.entry->key) < 128)
+            snprintf(out[n++], 128, "%s", it.entry->key);
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
 bool catalog_some_database(char *out, size_t len)
 {
     bool found = false;

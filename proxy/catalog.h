@@ -85,6 +85,9 @@ void catalog_invalidate(const char *db);
 /* Reload: read every database again. */
 void catalog_invalidate_all(void);
 
+/* Copies up to `max` names of databases whose catalog was requested; returns the count. */
+int catalog_databases(char (*out)[128], int max);
+
 /* Copies the name of some database whose catalog was requested; false when none. */
 bool catalog_some_database(char *out, size_t len);
 

@@ -554,9 +554,12 @@ static int judge_extended(Client *c, CatalogState cat_state)
                 unit_reason = BYPASS_PROTOCOL;
                 break;
             }
-            if (!pg_parse_execute(it.payload, it.payload_len, &em) || em.portal[0] || !bound) {
+            bool parsed = pg_parse_execute(it.payload, it.payload_len, &em);
+            if (!parsed || em.portal[0] || !bound) {
                 e->reason = BYPASS_PROTOCOL;
-                SqlAnalysis *pa = portal_analysis(s, em.portal);
+                /* A malformed Execute may have no portal name at all (NULL: found by
+                 * tests/fuzz, it crashed the process in strlen). */
+                SqlAnalysis *pa = parsed ? portal_analysis(s, em.portal) : NULL;
                 e->analysis = pa ? sqlparse_ref(pa) : NULL;
                 unit_reason = BYPASS_PROTOCOL;
                 break;

@@ -9,10 +9,18 @@ set -euo pipefail
 build_pkgs=(gcc make pkg-config libev-dev libhiredis-dev libjansson-dev check libsubunit-dev
     libpg-query-dev libprotobuf-c-dev libyaml-dev libssl-dev libpq-dev)
 run_pkgs=(postgresql-15 postgresql-client-15 redis-server)
-test_pkgs=("${run_pkgs[@]}" python3 python3-psycopg2 python3-psycopg python3-pytest curl procps iproute2)
+test_pkgs=("${run_pkgs[@]}" python3 python3-psycopg2 python3-psycopg python3-pytest python3-yaml curl procps iproute2)
 bench_pkgs=("${run_pkgs[@]}" pgbouncer pgpool2 procps)
-fuzz_pkgs=(clang libclang-rt-14-dev)
-clients_pkgs=(python3-psycopg2 python3-psycopg nodejs npm default-jdk-headless libpostgresql-jdbc-java)
+# make fuzz / the fuzz stage: clang 14 with its libFuzzer and sanitizer runtimes (Debian 12
+# ships those in libclang-rt-14-dev, which clang does not pull in), and llvm-symbolizer.
+fuzz_pkgs=(clang libclang-rt-14-dev llvm-14)
+# tests/clients: the real drivers (psycopg2, psycopg 3, node-postgres from npm, pgjdbc, psql).
+clients_pkgs=(python3 python3-psycopg2 python3-psycopg python3-pytest postgresql-client-15 curl
+    default-jdk-headless libpostgresql-jdbc-java)
+# nodejs and npm only when missing as commands: a NodeSource nodejs bundles npm and conflicts
+# with Debian's npm package, which apt-get would otherwise try to install over it.
+command -v node >/dev/null 2>&1 || clients_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || clients_pkgs+=(npm)
 
 want=()
 [ $# -eq 0 ] && set -- build
@@ -22,7 +30,7 @@ for group in "$@"; do
     run) want+=("${build_pkgs[@]}" "${run_pkgs[@]}") ;;
     test) want+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
     bench) want+=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
-    fuzz) want+=("${fuzz_pkgs[@]}") ;;
+    fuzz) want+=("${build_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
     clients) want+=("${clients_pkgs[@]}") ;;
     *) echo "install-deps: unknown group '$group'" >&2; exit 2 ;;
     esac

@@ -6,7 +6,6 @@ a strict Prometheus text-format parser, and curl.
 Black-box only: everything here looks at what a client, psql, curl or the log sees.
 """
 
-import base64
 import hashlib
 import hmac
 import json
@@ -47,7 +46,8 @@ def cached_secret(password=ADMIN_PASSWORD):
     return _secret_cache[password]
 
 
-SECRET_RE = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
+SECRET_RE = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)"
+                       r"\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
 
 
 def scram_keys(password, salt, iterations):

@@ -17,7 +17,6 @@ import psycopg
 import psycopg2
 import pytest
 
-import pgwire
 from helpers import raw, raw_session, startup_outcome, unique
 from ops_helpers import (ADMIN_PASSWORD, ADMIN_USER, SECRET_RE, admin_connect,  # noqa: F401
                          admin_query, admin_users, classify, expect, explain, kv, make_secret,
@@ -391,7 +390,7 @@ def test_explain_cache(pgstash_factory, pg, sqlcleanup):
         f = dict(rows)
         assert f["database"] and f["cacheable"] in ("yes", "no"), f
 
-        # And it agrees with what really happens.
+    # And it agrees with what really happens.
     cx = px.connect()
     try:
         expect(px, lambda: q2(cx, "SELECT now()"), "bypass:volatile_function")
@@ -663,7 +662,7 @@ def test_secrets_with_other_iteration_counts_and_salts(pgstash_factory):
     "SCRAM-SHA-256$4096:abc$def:ghi",                                  # keys not 32 bytes
     "SCRAM-SHA-256$4096:!!notbase64!!$%s:%s" % ("A" * 43 + "=", "A" * 43 + "="),
     "SCRAM-SHA-256$0:c2FsdHNhbHRzYWx0c2FsdA==$%s:%s" % ("A" * 43 + "=", "A" * 43 + "="),
-])
+], ids=["short-keys", "bad-base64-salt", "zero-iterations"])
 def test_malformed_secret_refused_with_file_line(tmp_path, secret):
     """A verifier that can never match must be refused when the file is read (FILE:LINE), as
     other malformed secrets are, not accepted and then turned into a misleading 28000."""

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers import unique
-from ops_helpers import (PromError, classify, curl, curl_fail_exit, expect,  # noqa: F401
+from ops_helpers import (PromError, curl, curl_fail_exit, expect,  # noqa: F401
                          metrics, new_table, ops_proxy, parse_prometheus, q2, sample, settle,
                          sqlcleanup)
 from pgstash_harness import wait_until

@@ -24,8 +24,8 @@ import pytest
 
 from helpers import raw_session, startup_outcome, unique
 from ops_helpers import (ADMIN_PASSWORD, ADMIN_USER, admin_connect, admin_query,  # noqa: F401
-                         admin_users, classify, expect, explain, kv, log_mark, new_table,
-                         ops_proxy, prime, q2, reloaded, settle, sqlcleanup, wait_log)
+                         admin_users, classify, expect, explain, log_mark, new_table,
+                         ops_proxy, prime, psql, q2, reloaded, settle, sqlcleanup, wait_log)
 from pgstash_harness import port_accepts, wait_until
 
 pytestmark = pytest.mark.proxy_only
@@ -246,8 +246,7 @@ def test_reload_command_good_and_bad_file(pgstash_factory, pg, sqlcleanup):
             time.sleep(0.5)
             assert duration_ms(config()["cache.default_ttl"]) == 45000
             assert duration_ms(explain(adm, "SELECT * FROM %s" % t)["ttl"]) == 3000
-            # psql shows the same error and exits non-zero.
-        from ops_helpers import psql
+        # psql shows the same error and exits non-zero.
         p = psql(px, "RELOAD")
         assert p.returncode != 0 and re.search(re.escape(str(px.config_path)) + r":\d+",
                                                p.stderr), p.stderr

@@ -602,10 +602,10 @@ static const struct {
     {"admin: { listen: 127.0.0.1:9187 }\n", "admin.listen", "127.0.0.1:9187"},
     {"admin: { listen: localhost }\n", "admin.listen", "localhost:9187"},
     {"admin:\n  users:\n    - {name: x, secret: "
-     "\"SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy\"}\n"
-     "    - name: y\n      secret: SCRAM-SHA-256$4096:...$...:...\n",
+     "\"SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\"}\n"
+     "    - name: y\n      secret: SCRAM-SHA-256$10000:c2FsdHNhbHRzYWx0$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\n",
      "admin.users",
-     "x=SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy; y=SCRAM-SHA-256$4096:...$...:..."},
+     "x=SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=; y=SCRAM-SHA-256$10000:c2FsdHNhbHRzYWx0$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0="},
     /* the contract's own example, comments and all */
     {"listen: 127.0.0.1:6432            # where applications connect\n"
      "upstream: 127.0.0.1:5432          # the real PostgreSQL\n"
@@ -681,7 +681,7 @@ static const struct {
      "x.yaml:3: unknown key 'write' in functions.f (expected one of: writes)"},
     {"admin:\n  port: 1\n",
      "x.yaml:2: unknown key 'port' in admin (expected one of: listen, users)"},
-    {"admin:\n  users:\n    - {name: a, secret: \"SCRAM-SHA-256$1:s$a:b\", role: x}\n",
+    {"admin:\n  users:\n    - {name: a, secret: \"SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\", role: x}\n",
      "x.yaml:3: unknown key 'role' in admin.users[0] (expected one of: name, secret)"},
     {"Listen: h:1\n",
      "x.yaml:1: unknown key 'Listen' (expected one of: listen, upstream, redis, workers, catalog, "
@@ -707,8 +707,8 @@ static const struct {
      "x.yaml:3: duplicate key 'f' in functions (first at line 2)"},
     {"tables:\n  t: {ttl: 1s, ttl: 2s}\n",
      "x.yaml:2: duplicate key 'ttl' in tables.t (first at line 2)"},
-    {"admin:\n  users:\n    - {name: a, secret: \"SCRAM-SHA-256$1:s$a:b\"}\n"
-     "    - {name: a, secret: \"SCRAM-SHA-256$1:s$a:b\"}\n",
+    {"admin:\n  users:\n    - {name: a, secret: \"SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\"}\n"
+     "    - {name: a, secret: \"SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\"}\n",
      "x.yaml:4: admin.users[1]: user 'a' is listed twice"},
     /* wrong types */
     {"- listen\n", "x.yaml:1: expected a mapping at the top level, got a list"},
@@ -867,10 +867,19 @@ static const struct {
     {"admin:\n  users:\n    - name: x\n      secret: md5abc\n",
      "x.yaml:4: admin.users[0].secret: not a SCRAM-SHA-256 verifier (expected "
      "SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>)"},
+    {"admin:\n  users:\n    - name: x\n      secret: SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy\n",
+     "x.yaml:4: admin.users[0].secret: not a SCRAM-SHA-256 verifier (expected "
+     "SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>)"},
+    {"admin:\n  users:\n    - name: x\n      secret: SCRAM-SHA-256$0:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\n",
+     "x.yaml:4: admin.users[0].secret: not a SCRAM-SHA-256 verifier (expected "
+     "SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>)"},
+    {"admin:\n  users:\n    - name: x\n      secret: SCRAM-SHA-256$4096:not*base64$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\n",
+     "x.yaml:4: admin.users[0].secret: not a SCRAM-SHA-256 verifier (expected "
+     "SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>)"},
     {"admin:\n  users:\n    - name: x\n      secret: SCRAM-SHA-256$x:s$a:b\n",
      "x.yaml:4: admin.users[0].secret: not a SCRAM-SHA-256 verifier (expected "
      "SCRAM-SHA-256$<iterations>:<salt>$<storedkey>:<serverkey>)"},
-    {"admin:\n  users:\n    - name: \"\"\n      secret: SCRAM-SHA-256$1:s$a:b\n",
+    {"admin:\n  users:\n    - name: \"\"\n      secret: SCRAM-SHA-256$4096:Hx0uhie5PhtRU17UDUNYdA==$x+rFkZNd5w/u4T+eZLA9TcnATsOlPQekkswAarB3ZtE=:FdvcYy5tIdwMNZUAwc5OkajRcx8cSiiwwjS6utAA2Z0=\n",
      "x.yaml:3: admin.users[0].name: must not be empty"},
     /* YAML syntax, as libyaml words it, on the right line */
     {"listen: a:1\ncache:\n  default_ttl: 1s\n   max_entry_bytes: 1MB\n",
