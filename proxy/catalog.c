@@ -20,6 +20,7 @@
 #include "sqlparse/sqlparse.h"
 
 #define RETRY_MS 5000        /* a failed database is tried again after this */
+#define STALE_RETRY_MS 500   /* a stale one (DDL since it was read) sooner */
 #define MAX_CLOSURE 64       /* views nested deeper than this are not resolved */
 
 typedef struct DbState {
@@ -563,7 +564,10 @@ static void *catalog_main(void *arg)
                 catalog_release(old);
         } else {
             d->state = d->current ? CATALOG_READY : CATALOG_FAILED;
-            d->not_before_ms = clock_ms() + RETRY_MS;
+            /* Try again on our own: a stale snapshot (DDL since) keeps reads bypassing until a
+             * reload succeeds, and no caller will ask again for one that exists. */
+            d->wanted = true;
+            d->not_before_ms = clock_ms() + (d->current ? STALE_RETRY_MS : RETRY_MS);
             if (!d->warned)
                 log_warn("cannot read the catalog of database \"%s\" (%s): its relations are "
                          "of unknown kind and reads of them bypass the cache "
