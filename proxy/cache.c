@@ -604,32 +604,29 @@ bool cache_bump(Client *c, const WriteSet *w, BumpKind kind)
     return true;
 }
 
-void cache_register_database(Client *c)
+/* Sends "<cmd> <prefix><suffix> <database>", fire and forget (when Redis is down, nothing is
+ * lost that the next session or DDL would not send again). */
+static void send_db_command(Client *c, const char *cmd, const char *suffix)
 {
     Worker *w = c->worker;
     ByteWriter *sb = &w->scratch;
     bw_reset(sb);
     bw_cstr_raw(sb, cfg_of(c)->cache.key_prefix);
-    bw_cstr_raw(sb, ":dbs");
+    bw_cstr_raw(sb, suffix);
     if (sb->failed)
         return;
-    const char *argv[3] = {"SADD", (const char *)sb->data, c->database};
-    size_t argvlen[3] = {4, sb->len, strlen(c->database)};
+    const char *argv[3] = {cmd, (const char *)sb->data, c->database};
+    size_t argvlen[3] = {strlen(cmd), sb->len, strlen(c->database)};
     if (!store_command(w->store, NULL, NULL, NULL, 3, argv, argvlen))
-        return; /* Redis down: the next session registers it */
+        return;
+}
+
+void cache_register_database(Client *c)
+{
+    send_db_command(c, "SADD", ":dbs");
 }
 
 void cache_publish_ddl(Client *c)
 {
-    Worker *w = c->worker;
-    ByteWriter *sb = &w->scratch;
-    bw_reset(sb);
-    bw_cstr_raw(sb, cfg_of(c)->cache.key_prefix);
-    bw_cstr_raw(sb, ":ddl");
-    if (sb->failed)
-        return;
-    const char *argv[3] = {"PUBLISH", (const char *)sb->data, c->database};
-    size_t argvlen[3] = {7, sb->len, strlen(c->database)};
-    if (!store_command(w->store, NULL, NULL, NULL, 3, argv, argvlen))
-        return; /* Redis down: other instances reload on their own DDL or restart */
+    send_db_command(c, "PUBLISH", ":ddl");
 }

@@ -513,6 +513,21 @@ static bool parse_startup_params(Client *c, const uint8_t *p, size_t len)
     return true;
 }
 
+/* Keeps the first packet (startup or cancel) for the upstream and starts connecting. */
+static void connect_with_packet(Client *c, const uint8_t *p, size_t len, ClientState next)
+{
+    c->startup = malloc(len);
+    if (!c->startup) {
+        client_close(c, "out of memory");
+        return;
+    }
+    memcpy(c->startup, p, len);
+    c->startup_len = len;
+    iobuf_consume(&c->c_in, len);
+    client_set_state(c, next);
+    server_connect(c);
+}
+
 /* Handles the client's first packet(s) in CS_STARTUP. */
 static void handle_startup(Client *c)
 {
@@ -545,17 +560,8 @@ static void handle_startup(Client *c)
                 client_fail(c, "08P01", "invalid length of cancel request packet");
                 return;
             }
-            c->startup = malloc(len);
-            if (!c->startup) {
-                client_close(c, "out of memory");
-                return;
-            }
-            memcpy(c->startup, p, len);
-            c->startup_len = len;
-            iobuf_consume(&c->c_in, len);
-            client_set_state(c, CS_CANCEL);
             LOG_AT(LOG_DEBUG, c->ident, "forwarding cancel request");
-            server_connect(c);
+            connect_with_packet(c, p, len, CS_CANCEL);
             return;
         }
         uint32_t major = code >> 16, minor = code & 0xffff;
@@ -574,17 +580,8 @@ static void handle_startup(Client *c)
             admin_begin(c);
             return;
         }
-        c->startup = malloc(len);
-        if (!c->startup) {
-            client_close(c, "out of memory");
-            return;
-        }
-        memcpy(c->startup, p, len);
-        c->startup_len = len;
-        iobuf_consume(&c->c_in, len);
-        client_set_state(c, CS_CONNECTING);
         LOG_AT(LOG_DEBUG, c->ident, "startup");
-        server_connect(c);
+        connect_with_packet(c, p, len, CS_CONNECTING);
         return;
     }
 }
