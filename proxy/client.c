@@ -597,8 +597,8 @@ static void relay_auth_client(Client *c)
          * client that pipelines its first queries behind the StartupMessage (found by
          * tests/fuzz) has them wait here for CS_READY: relayed now, they would skip the
          * request path, and a write among them would never be invalidated. */
-        uint8_t type = iobuf_len(&c->c_in) > 0 ? iobuf_head(&c->c_in)[0] : 0;
-        if (type && type != 'p' && type != 'X') {
+        if (iobuf_len(&c->c_in) > 0 && iobuf_head(&c->c_in)[0] != 'p' &&
+            iobuf_head(&c->c_in)[0] != 'X') {
             c->c_need = 0;
             break;
         }

@@ -97,6 +97,7 @@ static void clear_unit(Request *r)
     r->lookups_pending = 0;
     r->cacheable = 0;
     writeset_clear(&r->writes);
+    writeset_clear(&r->prev_bumped);
     r->maybe_writes = r->unit_flags_session = r->unit_ddl = false;
     r->errored = r->saw_commit = r->saw_rollback = false;
     r->unit_tx_control = r->unit_has_commit = false;
@@ -935,6 +936,22 @@ void request_lookup_done(Client *c)
     }
 }
 
+/* True when an execution reads a table this session's previous unit bumped. */
+static bool reads_own_last_write(Request *r)
+{
+    const WriteSet *w = &r->prev_bumped;
+    if (writeset_empty(w))
+        return false;
+    if (w->all)
+        return true;
+    for (int i = 0; i < r->n_execs; i++)
+        for (size_t t = 0; t < r->execs[i].tables.n_tables; t++)
+            for (size_t k = 0; k < w->n; k++)
+                if (strcmp(readtables_name(&r->execs[i].tables, t), w->names[k]) == 0)
+                    return true;
+    return false;
+}
+
 /* Every exec is cacheable: probe if needed, make keys, look them all up. */
 static void start_lookups(Client *c)
 {
@@ -971,6 +988,18 @@ static void start_lookups(Client *c)
         for (int i = 0; i < r->n_execs; i++)
             r->execs[i].lookup = LOOKUP_WAIT;
     }
+    if (all_known && reads_own_last_write(r)) {
+        /* This session's previous unit just moved these tables' versions on: nobody can have
+         * stored an entry under them yet, so the lookup would miss. Go straight to the
+         * server and fill under the versions known now (read before the query leaves, and
+         * never newer than Redis's: at worst the fill is unreachable, never stale). */
+        for (int i = 0; i < r->n_execs; i++) {
+            r->execs[i].lookup = LOOKUP_MISS;
+            r->execs[i].fill = true;
+        }
+        forward_unit(c, 0);
+        return;
+    }
     request_set_state(r, REQ_LOOKUP);
     r->lookups_pending = r->n_execs;
     for (int i = 0; i < r->n_execs; i++) {
@@ -996,6 +1025,11 @@ static void process_unit(Client *c)
     clear_unit(r);
     r->tx_before = r->tx_status;
     r->unit_start_us = clock_us();
+    /* What the previous unit bumped matters to this unit only. */
+    if (!writeset_empty(&r->session.just_bumped)) {
+        r->prev_bumped = r->session.just_bumped;
+        memset(&r->session.just_bumped, 0, sizeof r->session.just_bumped);
+    }
 
     if (c->replication) {
         forward_unit(c, BYPASS_CACHE_DISABLED);
@@ -1739,7 +1773,11 @@ static void finish_unit(Client *c)
     bool sent = !writeset_empty(&bump) && cache_bump(c, &bump, BUMP_FINAL);
     if (!sent && !writeset_empty(&bump))
         store_note_lost_write();
-    writeset_clear(&bump);
+    writeset_clear(&s->just_bumped);
+    if (sent)
+        s->just_bumped = bump; /* the next read of these tables is a known miss */
+    else
+        writeset_clear(&bump);
     if (!sent) {
         if (release_held(c))
             unit_done(c);

@@ -59,6 +59,7 @@ typedef struct Request {
     int lookups_pending;     /* Redis replies still awaited */
     int cacheable;           /* execs that may be served from the cache */
     WriteSet writes;         /* what the unit invalidates if it commits */
+    WriteSet prev_bumped;    /* what the previous unit bumped: reading it now misses anyway */
     bool maybe_writes;       /* the unit may write (ends caching in a block) */
     bool unit_flags_session; /* the unit may change settings/role/temp tables */
     bool unit_ddl;           /* the unit runs DDL: read the catalog again */

@@ -83,6 +83,7 @@ void session_free(Session *s)
     strmap_free(&s->temp_tables);
     strmap_free(&s->guc_names);
     writeset_clear(&s->tx_pending);
+    writeset_clear(&s->just_bumped);
     catalog_release(s->cat);
     s->cat = NULL;
 }

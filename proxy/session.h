@@ -61,6 +61,7 @@ typedef struct Session {
     bool tx_iso_default;     /* the open block runs at default_transaction_isolation */
     bool tx_session_changed; /* settings changed inside the block (revert on rollback) */
     WriteSet tx_pending;     /* written in the open block: bumped when it commits */
+    WriteSet just_bumped;    /* what the previous unit bumped (its next read misses anyway) */
 
     CatalogDb *cat;          /* catalog snapshot of this session's database */
     int cat_state;           /* CatalogState of cat: READY, or LOADING when DDL made it stale */
