@@ -270,8 +270,8 @@ static size_t collect(bool queries, TableTotals **out)
 static void show_tables(Client *c, AdminResult *r)
 {
     const Config *cfg = cfg_of(c);
-    set_cols(r, 9, "table", "ttl_ms", "version", "reads", "hits", "misses", "bypasses",
-             "hit_ratio", "invalidations");
+    set_cols(r, 10, "table", "ttl_ms", "version", "reads", "hits", "misses", "bypasses",
+             "hit_ratio", "invalidations", "row_security");
     TableTotals *tt;
     size_t n = collect(false, &tt);
     for (size_t i = 0; i < n; i++) {
@@ -281,6 +281,12 @@ static void show_tables(Client *c, AdminResult *r)
         const char *table = dot ? dot + 1 : tt[i].name;
         if (dot)
             snprintf(db, sizeof db, "%.*s", (int)(dot - tt[i].name), tt[i].name);
+        /* Tables with row-level security are cached per user (every key is) and flagged. */
+        CatalogState state;
+        CatalogDb *cat = db[0] ? catalog_acquire(db, &state) : NULL;
+        const RelInfo *ri = cat ? catalog_rel(cat, table) : NULL;
+        const char *rls = ri ? (ri->rls ? "on" : "off") : NULL;
+        catalog_release(cat);
         uint64_t ver;
         if (versions_get(db, table, &ver))
             snprintf(version, sizeof version, "%" PRIu64, ver);
@@ -292,9 +298,10 @@ static void show_tables(Client *c, AdminResult *r)
         snprintf(ratio, sizeof ratio, "%.4f",
                  tt[i].reads ? (double)tt[i].hits / (double)tt[i].reads : 0.0);
         snprintf(inval, sizeof inval, "%" PRIu64, tt[i].invalidations);
-        const char *vals[9] = {tt[i].name, ttl,   version[0] ? version : NULL,
-                               reads,      hits,  misses,
-                               byp,        ratio, inval};
+        const char *vals[10] = {tt[i].name, ttl,   version[0] ? version : NULL,
+                                reads,      hits,  misses,
+                                byp,        ratio, inval,
+                                rls};
         add_row(r, vals);
     }
     free(tt);

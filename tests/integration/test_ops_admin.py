@@ -173,11 +173,12 @@ def test_show_tables_and_queries(pgstash_factory, pg, sqlcleanup):
         prime(px, lambda: q2(c, "SELECT * FROM %s ORDER BY id" % other))
         rows, header = psql_rows(px, "SHOW TABLES")
         assert header == ["table", "ttl_ms", "version", "reads", "hits", "misses", "bypasses",
-                          "hit_ratio", "invalidations"], header
+                          "hit_ratio", "invalidations", "row_security"], header
         tables = {r["table"]: r for r in rows}
         assert "test." + t in tables, "SHOW TABLES has no test.%s: %r" % (t, sorted(tables))
         r = tables["test." + t]
         assert r["ttl_ms"] == "60000", r
+        assert r["row_security"] == "off", r
         assert int(r["hits"]) == 2 and int(r["misses"]) == 2 and int(r["bypasses"]) == 1, r
         assert int(r["reads"]) == 5, r
         assert abs(float(r["hit_ratio"]) - 0.4) < 1e-3, r
@@ -284,7 +285,7 @@ def test_extended_protocol_psycopg3_and_psycopg2(pgstash_factory):
     px = ops_proxy(pgstash_factory)
     expected = {"SHOW STATS": ["stat", "value", "per_second"],
                 "SHOW TABLES": ["table", "ttl_ms", "version", "reads", "hits", "misses",
-                                "bypasses", "hit_ratio", "invalidations"],
+                                "bypasses", "hit_ratio", "invalidations", "row_security"],
                 "SHOW QUERIES": ["query", "calls", "hits", "misses", "bypasses", "hit_ratio",
                                  "decision"],
                 "SHOW CLIENTS": ["id", "user", "database", "address", "worker", "state",
