@@ -93,6 +93,14 @@ bench: $(BIN)
 	@bash scripts/install-deps.sh bench
 	@bash tests/bench/run.sh $(BENCH_ARGS)
 
+# --- fuzzing: clang + libFuzzer targets under tests/fuzz/ (see its README) ----------------
+
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	@bash scripts/install-deps.sh fuzz
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
