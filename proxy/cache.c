@@ -523,10 +523,13 @@ static void on_bump(Client *c, StoreStatus status, const redisReply *reply, void
 {
     BumpJob *j = arg;
     const WriteSet *w = &j->set;
+    size_t nkeys = w->n + (w->all ? 1 : 0);
     bool ok = status == STORE_REPLY && reply->type == REDIS_REPLY_ARRAY &&
-              reply->elements == w->n + (w->all ? 1 : 0);
-    for (size_t i = 0; ok && i < reply->elements; i++)
+              (reply->elements == nkeys || reply->elements == nkeys + 1);
+    for (size_t i = 0; ok && i < nkeys; i++)
         ok = reply->element[i]->type == REDIS_REPLY_INTEGER;
+    if (ok && reply->elements > nkeys)
+        store_warn_publish_failed(c->worker->store, reply->element[nkeys]);
     if (ok) {
         for (size_t i = 0; i < w->n; i++)
             versions_raise(j->db, w->names[i], (uint64_t)reply->element[i]->integer);
@@ -550,7 +553,7 @@ bool cache_bump(Client *c, const WriteSet *w, BumpKind kind)
 {
     Worker *wk = c->worker;
     const Config *cfg = cfg_of(c);
-    if (!store_connected(wk->store))
+    if (!store_wake(wk->store))
         return false;
     size_t nkeys = w->n + (w->all ? 1 : 0);
     if (nkeys == 0 || nkeys * 2 + 6 > MAX_ARGS)
@@ -597,7 +600,7 @@ bool cache_bump(Client *c, const WriteSet *w, BumpKind kind)
     }
     j->kind = kind;
     writeset_merge(&j->set, w);
-    if (!store_command_always(wk->store, c, on_bump, j, (int)argc, argv, argvlen)) {
+    if (!store_invalidate(wk->store, c, on_bump, j, (int)argc, argv, argvlen)) {
         bump_job_free(j);
         return false;
     }

@@ -155,11 +155,33 @@ void client_close(Client *c, const char *why)
     ev_io_stop(loop, &c->c_rd);
     ev_io_stop(loop, &c->c_wr);
     ev_timer_stop(loop, &c->timer);
-    close(c->cfd);
+    if (c->cfd >= 0)
+        close(c->cfd);
     c->cfd = -1;
     client_set_state(c, CS_DEAD);
     atomic_fetch_sub(&rt.clients, 1);
     worker_park_client(c->worker, c);
+}
+
+/*
+ * The client went away. A write PostgreSQL is already running commits all the same, so
+ * before closing, its answer is awaited (and thrown away) and its tables are invalidated:
+ * otherwise other sessions would go on reading the old rows from the cache.
+ */
+static void client_vanished(Client *c, const char *why)
+{
+    if (c->state != CS_READY || c->sfd < 0 || c->orphaned || !request_write_in_flight(&c->req)) {
+        client_close(c, why);
+        return;
+    }
+    LOG_AT(LOG_DEBUG, c->ident, "%s during a write: finishing it before closing", why);
+    struct ev_loop *loop = c->worker->loop;
+    ev_io_stop(loop, &c->c_rd);
+    ev_io_stop(loop, &c->c_wr);
+    close(c->cfd);
+    c->cfd = -1;
+    c->orphaned = true;
+    iobuf_consume(&c->c_out, iobuf_len(&c->c_out));
 }
 
 static void fail_with(Client *c, const char *severity, const char *sqlstate, const char *msg)
@@ -330,8 +352,10 @@ static void update_watchers(Client *c)
         return;
     if (c->state == CS_READY)
         update_timer(c);
-    set_io(c, &c->c_rd, want_client_read(c));
-    set_io(c, &c->c_wr, iobuf_len(&c->c_out) > 0);
+    if (c->cfd >= 0) {
+        set_io(c, &c->c_rd, want_client_read(c));
+        set_io(c, &c->c_wr, iobuf_len(&c->c_out) > 0);
+    }
     if (c->sfd >= 0) {
         set_io(c, &c->s_rd, want_server_read(c));
         set_io(c, &c->s_wr, iobuf_len(&c->s_out) > 0 || c->connecting);
@@ -351,10 +375,18 @@ static bool flush(Client *c)
                         c->worker->snap->upstream_desc, strerror(errno));
         }
     }
-    if (iobuf_len(&c->c_out) > 0) {
-        if (write_from(c->cfd, &c->c_out) == IO_ERROR) {
-            client_close(c, "client write failed");
+    if (c->orphaned) {
+        iobuf_consume(&c->c_out, iobuf_len(&c->c_out));
+        if (c->req.state == REQ_IDLE || c->req.state == REQ_COLLECT ||
+            !request_write_in_flight(&c->req)) {
+            client_close(c, "orphaned write finished");
             return false;
+        }
+    } else if (iobuf_len(&c->c_out) > 0) {
+        if (write_from(c->cfd, &c->c_out) == IO_ERROR) {
+            client_vanished(c, "client write failed");
+            if (c->state == CS_DEAD)
+                return false;
         }
     }
     if (c->state == CS_CLOSING && iobuf_len(&c->c_out) == 0) {
@@ -729,7 +761,9 @@ static void on_client_read(struct ev_loop *loop, ev_io *w, int revents)
     size_t got;
     IoResult r = read_into(c->cfd, &c->c_in, &got);
     if (r != IO_OK) {
-        client_close(c, r == IO_EOF ? "client disconnected" : "client read error");
+        client_vanished(c, r == IO_EOF ? "client disconnected" : "client read error");
+        if (c->state != CS_DEAD)
+            client_run(c);
         return;
     }
     if (got) {

@@ -53,6 +53,7 @@ struct Client {
     bool replication;          /* replication connection: relayed untouched */
     bool server_errored;       /* the server sent a FATAL/ERROR we relayed */
     bool terminate_sent;       /* client sent Terminate: close once s_out is flushed */
+    bool orphaned;             /* client gone while its write ran: finish it, then close */
     int pending_callbacks;     /* Redis replies that still point at this client */
     Request req;               /* the request path's state */
     struct AdminSession *admin;/* admin console state, NULL for ordinary sessions */

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,9 +204,28 @@ static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
     report_log(worker_ptrs, n_workers, &stats_prev);
 }
 
+/*
+ * After a crowd of connections has gone, hand their freed buffers back to the system: glibc
+ * keeps freed memory in each worker's arena, so RSS would otherwise stay at the high-water
+ * mark of the busiest moment (a connection storm, a burst of clients hanging up after their
+ * StartupMessage). Sampled once a second; trimming costs a few ms, only after such a drop.
+ */
+static void trim_after_crowd(void)
+{
+    static int peak;
+    int now = atomic_load(&rt.clients);
+    if (now > peak)
+        peak = now;
+    if (peak - now >= 128) {
+        malloc_trim(0);
+        peak = now;
+    }
+}
+
 static void on_reclaim_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     reclaim_snapshots();
+    trim_after_crowd();
 }
 
 /* --make-secret: one line from stdin (no echo when it is a terminal) → a SCRAM secret. */

@@ -123,6 +123,18 @@ static void request_set_state(Request *r, RequestState state)
         r->idle_since_ms = clock_ms();
 }
 
+static bool unit_may_bump(const Request *r);
+
+bool request_write_in_flight(const Request *r)
+{
+    if (r->state == REQ_BUMP)
+        return true;
+    /* An open unit (no Sync yet) or COPY data still to come: PostgreSQL aborts it when the
+     * connection goes, as it would for a client talking to it directly. */
+    return r->state == REQ_SERVER && !r->unit_open && r->copy == COPY_NONE &&
+           r->rfq_pending > 0 && unit_may_bump(r);
+}
+
 bool request_is_idle(const Request *r)
 {
     return r->state == REQ_IDLE && r->rfq_pending == 0 && r->tx_status == 'I' &&

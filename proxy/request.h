@@ -94,6 +94,13 @@ void request_client_input(Client *c);
  */
 bool request_server_frame(Client *c, const Frame *f) __attribute__((warn_unused_result));
 
+/*
+ * True when the server is running a complete unit that may write (or the unit waits for its
+ * invalidations): PostgreSQL commits it even if the client vanishes now, so its answer must
+ * still be awaited and its tables bumped.
+ */
+bool request_write_in_flight(const Request *r);
+
 /* True when nothing is in flight and no transaction is open. */
 bool request_is_idle(const Request *r);
 

@@ -33,6 +33,8 @@
  * invalidation channel, ARGV[3]: database name, ARGV[4..]: table names ("*" = epoch).
  * Returns the new values; publishes "db\0table=version\0...". Versions are formatted with
  * %d: Lua's default number format (%.14g) would turn a 16-digit seed into "1.79e+15".
+ * A refused PUBLISH (an ACL user without the channels) does not undo the bump: the counters
+ * are what strict reads check. Its error comes back as one more element, a string.
  */
 const char store_bump_script[] =
     "local out = {}\n"
@@ -44,7 +46,8 @@ const char store_bump_script[] =
     "  out[i] = v\n"
     "  msg[#msg + 1] = ARGV[3 + i] .. '=' .. string.format('%d', v)\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[2], table.concat(msg, '\\0'))\n"
+    "local p = redis.pcall('PUBLISH', ARGV[2], table.concat(msg, '\\0'))\n"
+    "if type(p) == 'table' and p.err then out[#out + 1] = p.err end\n"
     "return out\n";
 
 typedef enum {
@@ -145,6 +148,22 @@ static void warn_redis(Store *s, const char *what)
         log_warn("redis %s:%d: %s; serving from PostgreSQL until it is back "
                  "(%llu similar warnings suppressed)",
                  s->host, s->port, what, (unsigned long long)suppressed);
+}
+
+static LogRateLimit publish_rl;
+
+void store_warn_publish_failed(Store *s, const redisReply *err)
+{
+    uint64_t suppressed;
+    if (!log_ratelimit(&publish_rl, 60000, &suppressed))
+        return;
+    log_warn("redis %s:%d: invalidations are bumped but cannot be published on %s:inval: %.*s "
+             "(grant the Redis user the Pub/Sub channels %s:*; until then instances in "
+             "consistency: local see other instances' writes only when they confirm versions) "
+             "(%llu similar warnings suppressed)",
+             s->host, s->port, s->prefix, err->type == REDIS_REPLY_STRING ? (int)err->len : 0,
+             err->type == REDIS_REPLY_STRING ? err->str : "", s->prefix,
+             (unsigned long long)suppressed);
 }
 
 /* --- outstanding commands -------------------------------------------------------------- */
@@ -249,8 +268,10 @@ static bool send_command(Store *s, Client *c, StoreCallback cb, void *arg, bool 
         bw_put(w, argv[i], argvlen[i]);
         bw_put(w, "\r\n", 2);
     }
+    /* hiredis scans the command with strchr() for its argument markers: terminate it. */
+    bw_u8(w, 0);
     if (w->failed ||
-        redisAsyncFormattedCommand(s->ac, on_reply, req, (const char *)w->data, w->len) !=
+        redisAsyncFormattedCommand(s->ac, on_reply, req, (const char *)w->data, w->len - 1) !=
             REDIS_OK) {
         req->next = s->spare;
         s->spare = req;
@@ -277,10 +298,22 @@ bool store_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc, c
     return send_command(s, c, cb, arg, false, argc, argv, argvlen);
 }
 
-bool store_command_always(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
-                          const char **argv, const size_t *argvlen)
+bool store_wake(Store *s)
 {
-    if (!s || s->state != STORE_UP)
+    if (!s || s->state == STORE_STOPPED)
+        return false;
+    /* With a context still waiting for on_kill, connecting now would lose track of it. */
+    if (s->state == STORE_DOWN && !s->ac) {
+        ev_timer_stop(s->worker->loop, &s->reconnect);
+        store_connect(s);
+    }
+    return s->ac && (s->state == STORE_UP || s->state == STORE_CONNECTING);
+}
+
+bool store_invalidate(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
+                      const char **argv, const size_t *argvlen)
+{
+    if (!s || (s->state != STORE_UP && s->state != STORE_CONNECTING))
         return false;
     return send_command(s, c, cb, arg, true, argc, argv, argvlen);
 }
@@ -291,7 +324,7 @@ static void on_epoch_bumped(Client *c, StoreStatus status, const redisReply *rep
 {
     Store *s = arg;
     s->epoch_bump_out = false;
-    if (status != STORE_REPLY || reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
+    if (status != STORE_REPLY || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER) {
         warn_redis(s, "could not bump the global epoch after lost invalidations");
         return;
@@ -349,8 +382,17 @@ static void on_setup_reply(Client *c, StoreStatus status, const redisReply *repl
 static void on_ready_reply(Client *c, StoreStatus status, const redisReply *reply, void *arg)
 {
     Store *s = arg;
-    if (status != STORE_REPLY || reply->type == REDIS_REPLY_ERROR || s->state != STORE_CONNECTING)
+    if (status != STORE_REPLY || s->state != STORE_CONNECTING)
         return;
+    /* NOAUTH (no password in the URL), LOADING (Redis still reading its snapshot), ...:
+     * say so, and try again later on a fresh connection. */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "PING failed: %s", reply->str);
+        warn_redis(s, msg);
+        store_drop(s, STORE_FAILED, NULL);
+        return;
+    }
     store_set_state(s, STORE_UP);
     s->backoff_ms = BACKOFF_MIN_MS;
     log_info("worker %d: connected to redis %s:%d/%d", s->worker->index, s->host, s->port, s->db);
@@ -371,8 +413,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     Store *s = ac->data;
-    if (s->ac == ac)
-        s->ac = NULL;
+    if (s->ac != ac)
+        return; /* a context already given up (on_kill), maybe replaced by store_wake() */
+    s->ac = NULL;
     if (s->state == STORE_STOPPED)
         return;
     if (status != REDIS_OK)
@@ -433,6 +476,10 @@ static void store_drop(Store *s, StoreStatus why, const char *reason)
         warn_redis(s, reason);
     if (s->state == STORE_STOPPED)
         return;
+    /* Whatever other instances invalidated while this one could not hear, and whatever a
+     * restarted Redis kept or lost, is unknown: no hits until the epoch has been bumped. */
+    if (s->state == STORE_UP)
+        store_note_lost_write();
     store_set_state(s, STORE_DOWN);
     s->epoch_bump_out = false;
     ev_timer_stop(loop, &s->deadline);

@@ -46,6 +46,10 @@ bool store_ready(const Store *s);
 /* True when commands can be sent (invalidations go out even while hits are held back). */
 bool store_connected(const Store *s);
 
+/* The bump script's PUBLISH was refused (`err`, a string reply): the versions are bumped, but
+ * instances in consistency: local hear of it late. Logged, rate-limited. */
+void store_warn_publish_failed(Store *s, const redisReply *err);
+
 /*
  * Sends one command for a client (args are copied). On false nothing was sent and the
  * callback will not run; the caller fails open.
@@ -53,11 +57,18 @@ bool store_connected(const Store *s);
 bool store_command(Store *s, Client *c, StoreCallback cb, void *arg, int argc, const char **argv,
                    const size_t *argvlen) __attribute__((warn_unused_result));
 
-/* The same, but the callback runs even if the client died meanwhile (it must check
- * c->state == CS_DEAD before touching the session): for work that must be finished whatever
- * becomes of the client, like accounting for a failed invalidation. */
-bool store_command_always(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
-                          const char **argv, const size_t *argvlen)
+/*
+ * For an invalidation that cannot wait for the reconnect back-off: a store that is down
+ * starts connecting now. True when a command can be queued (up, or connecting: it goes out
+ * behind the connection's set-up, under the same deadline).
+ */
+bool store_wake(Store *s);
+
+/* store_command(), but the callback runs even if the client died meanwhile (it must check
+ * c->state == CS_DEAD before touching the session): a failed invalidation is accounted for
+ * whatever becomes of the client. Also queues while connecting (after store_wake()). */
+bool store_invalidate(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
+                      const char **argv, const size_t *argvlen)
     __attribute__((warn_unused_result));
 
 /*

@@ -91,6 +91,14 @@ static void apply(const char *msg, size_t len)
 static void on_message(redisAsyncContext *c, void *r, void *privdata)
 {
     redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        /* E.g. NOPERM: an ACL user without the channels (Redis 7 grants none by default).
+         * Local mode then confirms versions in Redis on every read; try again later. */
+        log_warn("invalidation subscriber: SUBSCRIBE %s failed: %s (the Redis user needs the "
+                 "Pub/Sub channels %s and %s)", channel, reply->str, channel, ddl_channel);
+        redisAsyncDisconnect(c);
+        return;
+    }
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
         return;
     redisReply *kind = reply->element[0];
