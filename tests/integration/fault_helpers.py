@@ -9,8 +9,6 @@ fault_helpers.py — shared tools of the fault-injection and security suites
   run_checker_with  the consistency checker of the cache issue (consistency.py), run in the
                     background while a fault is injected from the test thread.
   resources         fd / RSS / clients / servers / backends: baselines and "back to baseline".
-  RedisWithArgs     the harness's RedisServer with extra redis-server options (a Redis that
-                    loads its snapshot slowly and answers LOADING meanwhile).
 
 Everything is black-box: it looks at what a client receives, at /stats, at /proc and at
 PostgreSQL's pg_stat_activity — never at pgstash's internals.
@@ -24,7 +22,6 @@ import threading
 import time
 
 import consistency as cc
-import pgstash_harness as _h
 import pgwire
 from helpers import raw_session, unique
 from pgstash_harness import free_port, wait_until
@@ -412,45 +409,3 @@ def startup_bytes(user, database, params=None, version=pgwire.PROTOCOL_3_0):
 def q_msg(sql):
     body = sql.encode() + b"\0"
     return b"Q" + struct.pack("!i", len(body) + 4) + body
-
-
-# --- a Redis started with extra server options ---------------------------------------------------
-
-class RedisWithArgs(_h.RedisServer):
-    """The harness's RedisServer, started with extra redis-server options (e.g. to make it
-    load a snapshot slowly). Same process bookkeeping: tracked by PID, killed at exit."""
-
-    def __init__(self, extra_args=(), **kw):
-        super().__init__(**kw)
-        self.extra_args = [str(a) for a in extra_args]
-
-    def start(self, timeout=30, wait=True):
-        args = ["redis-server", "--port", str(self.port), "--bind", self.host,
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--protected-mode", "no", "--maxmemory", self.maxmemory,
-                "--maxmemory-policy", "allkeys-lru", "--dir", str(self.dir),
-                "--logfile", str(self.log_path), "--databases", "16"] + self.extra_args
-        if self.password:
-            args += ["--requirepass", self.password]
-        deadline = time.monotonic() + timeout
-        while True:
-            self.proc = subprocess.Popen(args, cwd=self.dir, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                         start_new_session=True)
-            _h.track(self.proc.pid, "redis-server :%d" % self.port, None)
-            if not wait:
-                return self
-            try:
-                wait_until(self._ping_or_dead, timeout=max(1, deadline - time.monotonic()),
-                           message="redis on port %d" % self.port)
-            except TimeoutError:
-                self.kill()
-                raise
-            if self.proc.poll() is None:
-                break
-            _h.untrack(self.proc.pid)
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server exited (%s)" % self.proc.returncode)
-            time.sleep(0.2)
-        self.paused = False
-        return self

@@ -30,7 +30,7 @@ import pytest
 import consistency as cc
 import pgstash_harness as h
 from cache_helpers import classify, cleanup, prime, q2  # noqa: F401 (fixture)
-from fault_helpers import (CheckerRun, DelayProxy, RedisWithArgs, StatementLoad,
+from fault_helpers import (CheckerRun, DelayProxy, StatementLoad,
                            make_counter_table)
 from helpers import unique
 
@@ -261,8 +261,9 @@ def test_redis_loading_snapshot_then_hits_resume(pg, pgstash_factory, capsys):
     accepts connections and answers every command with `-LOADING` (here for ~3 s: 3,000 keys
     at 1 ms each). pgstash must fail open meanwhile (no client error) and start serving hits
     again once Redis has loaded, like after any other outage."""
-    rs = RedisWithArgs(["--key-load-delay", "1000",
-                        "--loading-process-events-interval-bytes", "1024"], name="redisload")
+    rs = h.RedisServer(extra_args=["--key-load-delay", "1000",
+                                   "--loading-process-events-interval-bytes", "1024"],
+                       name="redisload")
     load = None
     table = make_counter_table(pg, 8)
     try:

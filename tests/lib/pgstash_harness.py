@@ -618,8 +618,10 @@ class RedisClient:
 class RedisServer:
     """A throwaway redis-server on a free loopback port: no persistence, allkeys-lru."""
 
-    def __init__(self, port=None, password=None, maxmemory="256mb", name="redis"):
+    def __init__(self, port=None, password=None, maxmemory="256mb", name="redis",
+                 extra_args=()):
         self.host = "127.0.0.1"
+        self.extra_args = [str(a) for a in extra_args]   # more redis-server options
         self.port = port or free_port()
         self.password = password
         self.maxmemory = maxmemory
@@ -644,12 +646,14 @@ class RedisServer:
     def is_running(self):
         return self.pid is not None
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, wait=True):
+        """Starts redis-server; with wait=False returns at once (e.g. while it loads a
+        snapshot and answers LOADING)."""
         args = ["redis-server", "--port", str(self.port), "--bind", self.host,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--protected-mode", "no", "--maxmemory", self.maxmemory,
                 "--maxmemory-policy", "allkeys-lru", "--dir", str(self.dir),
-                "--logfile", str(self.log_path), "--databases", "16"]
+                "--logfile", str(self.log_path), "--databases", "16"] + self.extra_args
         if self.password:
             args += ["--requirepass", self.password]
         deadline = time.monotonic() + timeout
@@ -658,6 +662,8 @@ class RedisServer:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                          start_new_session=True)
             track(self.proc.pid, "redis-server :%d" % self.port, None)
+            if not wait:
+                return self
             try:
                 wait_until(self._ping_or_dead, timeout=max(1, deadline - time.monotonic()),
                            message="redis on port %d" % self.port)
