@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from cache_helpers import classify, cleanup, make_proxy, prime, q2  # noqa: F401 (fixture)
+from cache_helpers import cleanup, make_proxy, prime, q2  # noqa: F401 (fixture)
 from fault_helpers import (app_backends, read_all_or_eof, rss_slack_kb, startup_bytes,
                            wait_fds_at_most, wait_idle)
 from helpers import raw, raw_session, unique
@@ -381,10 +381,10 @@ def test_connect_disconnect_cycles_leave_nothing(pg, pgstash_factory, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_startup_then_close_does_not_grow_rss(pg, pgstash_factory, capsys):
-    """The kind of cycle that leaves memory behind, alone: a client sends its StartupMessage
-    and closes at once (pgstash is still connecting to PostgreSQL for it). Two batches of
-    2,000: after each, the RSS must be back near the baseline (within 2 MB; the three other
-    kinds of cycle, alone, stay within a few hundred KB)."""
+    """A client sends its StartupMessage and closes at once (pgstash is still connecting to
+    PostgreSQL for it): hundreds pile up at once, and glibc kept their freed buffers in the
+    workers' arenas (RSS +4 MB per 2,000) until pgstash trimmed after such crowds. Two
+    batches of 2,000: after each, the RSS must be back near the baseline (within 2 MB)."""
     px = quiet_proxy(pgstash_factory)
     app = unique("stc")
 
@@ -406,7 +406,12 @@ def test_startup_then_close_does_not_grow_rss(pg, pgstash_factory, capsys):
         print("\nSTARTUP-CLOSE cycles: rss %d KB -> %d KB after %d -> %d KB after %d"
               % (base, first, CYCLES, second, 2 * CYCLES), flush=True)
     wait_fds_at_most(px, base_fds + 2)
-    assert max(first, second) <= base + 2048 + rss_slack_kb(px), (
+    if rss_slack_kb(px):
+        # ASan's allocator keeps freed memory (quarantine, per-size caches) and returns none
+        # of it: RSS says nothing here. Leaks are LeakSanitizer's report at exit; the release
+        # build runs this RSS check.
+        pytest.skip("RSS is not meaningful under ASan (fds checked, leaks checked at exit)")
+    assert max(first, second) <= base + 2048, (
         "RSS does not come back after clients that close right after their StartupMessage: "
         "%d KB at the start, %d KB after %d such clients, %d KB after %d"
         % (base, first, CYCLES, second, 2 * CYCLES))
