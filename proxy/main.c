@@ -152,6 +152,13 @@ static void reload(void)
     retired = old;
     for (int i = 0; i < n_workers; i++)
         worker_wake(&workers[i]);
+    /* "Reloaded" should mean "in effect": a statement sent after the log line (or after
+     * RELOAD's answer) must see the new rules. Workers adopt the snapshot before their loop
+     * next blocks, normally within a millisecond; wait for that, but not for ever. */
+    for (int waited_ms = 0; !all_workers_saw(snap->gen) && waited_ms < 2000; waited_ms++)
+        usleep(1000);
+    if (!all_workers_saw(snap->gen))
+        log_warn("reload: a worker has not picked up the new configuration within 2 s");
     log_info("configuration reloaded from %s", opts.config_path ? opts.config_path : "defaults");
     if (stats_timer.repeat != cfg->log.stats_interval_ms / 1000.0) {
         ev_timer_stop(EV_DEFAULT, &stats_timer);

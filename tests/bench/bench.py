@@ -42,7 +42,11 @@ WORKLOADS = {
     "rw_mix": ["-f", HERE / "workloads" / "rw_mix.sql"],
     "churn": ["-f", HERE / "workloads" / "churn.sql"],
     "passthrough": ["-b", "tpcb-like"],
+    # pgbench -S over all 1M accounts: with the cache on, almost every read is a miss and a
+    # fill; with --consistency off, the pure relay (the foundation issue's benchmark).
+    "select_only": ["-b", "select-only"],
 }
+DEFAULT_WORKLOADS = ["hot_agg", "hot_point", "rw_mix", "churn", "passthrough"]
 MODES = ["simple", "extended", "prepared"]
 PEERS = ["direct", "pgbouncer", "pgpool"]
 SETUP_SECONDS = 30          # initdb, pgbench -i -s 10, starting everything (measured ~15 s)
@@ -68,8 +72,8 @@ def parse_args(argv):
                     help="measured rounds per cell; TPS is their median (default 3)")
     ap.add_argument("--warmup", type=int, default=2, metavar="S",
                     help="seconds of unmeasured warm-up per target and cell (default 2)")
-    ap.add_argument("--workloads", type=csv, default=list(WORKLOADS), metavar="LIST",
-                    help="default: " + ",".join(WORKLOADS))
+    ap.add_argument("--workloads", type=csv, default=list(DEFAULT_WORKLOADS), metavar="LIST",
+                    help="default: %s (also: select_only)" % ",".join(DEFAULT_WORKLOADS))
     ap.add_argument("--modes", type=csv, default=list(MODES), metavar="LIST",
                     help="default: simple,extended,prepared")
     ap.add_argument("--targets", type=csv, default=PEERS + ["pgstash"], metavar="LIST",
@@ -78,7 +82,8 @@ def parse_args(argv):
     ap.add_argument("--workers", type=csv, default=["1", "2"], metavar="LIST",
                     help="pgstash worker counts, one target each (default 1,2)")
     ap.add_argument("--consistency", type=csv, default=["strict"], metavar="LIST",
-                    help="pgstash cache.consistency values, one target each (default strict)")
+                    help="pgstash cache.consistency values, one target each (default strict;"
+                         " off = cache disabled, a pure relay)")
     ap.add_argument("--only", type=csv, default=[], metavar="PATTERNS",
                     help="WORKLOAD[:MODE[:TARGET]] patterns, comma-separated, wildcards ok")
     ap.add_argument("--clients", type=int, default=8, help="pgbench -c (default 8)")
@@ -99,8 +104,8 @@ def parse_args(argv):
         if m not in MODES:
             ap.error("unknown mode %r (known: %s)" % (m, ", ".join(MODES)))
     for c in a.consistency:
-        if c not in ("strict", "local"):
-            ap.error("--consistency takes strict and/or local")
+        if c not in ("strict", "local", "off"):
+            ap.error("--consistency takes strict, local and/or off")
     for w in a.workers:
         if not w.isdigit() or int(w) < 1:
             ap.error("--workers takes positive integers")
@@ -489,8 +494,8 @@ class Bench:
         legend = [
             "", "Legend: TPS, avg and p99 are medians over the rounds; avg and p99 come from "
             "pgbench's per-transaction logs (`--log`), in milliseconds per transaction (a "
-            "transaction is one run of the script: 1 statement for hot_agg/hot_point, 5 for "
-            "rw_mix, 2 for churn, 7 for passthrough). `failed` sums pgbench's \"number of "
+            "transaction is one run of the script: 1 statement for hot_agg, hot_point and "
+            "select_only, 5 for rw_mix, 2 for churn, 7 for passthrough). `failed` sums pgbench's \"number of "
             "failed transactions\" over the rounds; ERR means pgbench aborted, timed out or the "
             "target died (see Notes). `hit %` is the share of cache lookups answered from "
             "cache during the measured rounds (pgstash: /stats hits ÷ (hits + misses + "

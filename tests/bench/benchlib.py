@@ -739,6 +739,7 @@ class Pgstash:
             "catalog:\n"
             "  user: %s\n"
             "cache:\n"
+            "  enabled: %s\n"
             "  default_ttl: %s\n"
             "  consistency: %s\n"
             "  key_prefix: bench-%s\n"   # one namespace per instance: no shared entries
@@ -748,7 +749,9 @@ class Pgstash:
             "admin:\n"
             "  listen: 127.0.0.1:%d\n" % (
                 self.port, self.pg.port, self.redis.url(), self.workers, self.pg.superuser,
-                self.ttl, self.consistency, self.name, self.log_level, self.admin_port))
+                "false" if self.consistency == "off" else "true", self.ttl,
+                "strict" if self.consistency == "off" else self.consistency, self.name,
+                self.log_level, self.admin_port))
         self.proc = self.run.spawn(self.name, self.wrapper + [self.binary, "-c", self.conf_path],
                                    log_path=self.log_path, cwd=self.dir)
         wait_until(lambda: port_accepts(self.port), timeout,
