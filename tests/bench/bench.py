@@ -142,7 +142,7 @@ def target_names(a):
 def parse_pgstash_name(name):
     rest = name[len("pgstash-w"):]
     w, _, c = rest.partition("-")
-    if not w.isdigit() or c not in ("", "local", "strict"):
+    if not w.isdigit() or c not in ("", "local", "strict", "off"):
         raise SystemExit("bad pgstash target name %r" % name)
     return int(w), c or "strict"
 
