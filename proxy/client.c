@@ -138,6 +138,17 @@ static void close_server(Client *c)
     atomic_fetch_sub(&rt.servers, 1);
 }
 
+/* The client's side only (an orphaned write keeps the server's). */
+static void close_client_socket(Client *c)
+{
+    if (c->cfd < 0)
+        return;
+    ev_io_stop(c->worker->loop, &c->c_rd);
+    ev_io_stop(c->worker->loop, &c->c_wr);
+    close(c->cfd);
+    c->cfd = -1;
+}
+
 void client_close(Client *c, const char *why)
 {
     if (c->state == CS_DEAD)
@@ -152,12 +163,8 @@ void client_close(Client *c, const char *why)
         (void)n;
     }
     close_server(c);
-    ev_io_stop(loop, &c->c_rd);
-    ev_io_stop(loop, &c->c_wr);
+    close_client_socket(c);
     ev_timer_stop(loop, &c->timer);
-    if (c->cfd >= 0)
-        close(c->cfd);
-    c->cfd = -1;
     client_set_state(c, CS_DEAD);
     atomic_fetch_sub(&rt.clients, 1);
     worker_park_client(c->worker, c);
@@ -175,11 +182,7 @@ static void client_vanished(Client *c, const char *why)
         return;
     }
     LOG_AT(LOG_DEBUG, c->ident, "%s during a write: finishing it before closing", why);
-    struct ev_loop *loop = c->worker->loop;
-    ev_io_stop(loop, &c->c_rd);
-    ev_io_stop(loop, &c->c_wr);
-    close(c->cfd);
-    c->cfd = -1;
+    close_client_socket(c);
     c->orphaned = true;
     iobuf_consume(&c->c_out, iobuf_len(&c->c_out));
 }
@@ -377,8 +380,7 @@ static bool flush(Client *c)
     }
     if (c->orphaned) {
         iobuf_consume(&c->c_out, iobuf_len(&c->c_out));
-        if (c->req.state == REQ_IDLE || c->req.state == REQ_COLLECT ||
-            !request_write_in_flight(&c->req)) {
+        if (!request_write_in_flight(&c->req)) {
             client_close(c, "orphaned write finished");
             return false;
         }

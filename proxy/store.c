@@ -313,9 +313,8 @@ bool store_wake(Store *s)
 bool store_invalidate(Store *s, Client *c, StoreCallback cb, void *arg, int argc,
                       const char **argv, const size_t *argvlen)
 {
-    if (!s || (s->state != STORE_UP && s->state != STORE_CONNECTING))
-        return false;
-    return send_command(s, c, cb, arg, true, argc, argv, argvlen);
+    /* send_command() accepts a store that is up or connecting. */
+    return s && send_command(s, c, cb, arg, true, argc, argv, argvlen);
 }
 
 /* --- lost writes: bump the epoch before serving again ---------------------------------- */
