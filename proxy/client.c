@@ -800,6 +800,8 @@ static void on_server_eof(Client *c, bool error)
         }
     else if (c->state == CS_AUTH)
         relay_auth_server(c);
+    if (c->state == CS_READY)
+        request_server_lost(c);
     if (c->state == CS_DEAD || c->state == CS_CLOSING)
         return;
     close_server(c);

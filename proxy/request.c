@@ -380,6 +380,19 @@ static bool release_held(Client *c)
     return ok;
 }
 
+void request_server_lost(Client *c)
+{
+    Request *r = &c->req;
+    if (!r->holding)
+        return;
+    /* The answer of a write was being withheld for its invalidation, and the server is gone
+     * before its ReadyForQuery: the write may have committed. The client must still hear
+     * what the server said (its CommandComplete, the FATAL); this instance serves no hits
+     * until the global epoch is bumped, which covers whatever did commit. */
+    store_note_lost_write();
+    (void)release_held(c);
+}
+
 /* --- debug log of decisions ----------------------------------------------------------------- */
 
 static void log_decision(Client *c, const Exec *e, const char *verdict)

@@ -101,6 +101,10 @@ bool request_server_frame(Client *c, const Frame *f) __attribute__((warn_unused_
  */
 bool request_write_in_flight(const Request *r);
 
+/* The server connection ended (after its last frames were handled): output withheld for
+ * an invalidation goes to the client now. */
+void request_server_lost(Client *c);
+
 /* True when nothing is in flight and no transaction is open. */
 bool request_is_idle(const Request *r);
 
