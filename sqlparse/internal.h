@@ -45,6 +45,16 @@ bool sqlparse_scan_text(const char *text, bool want_shape, SqlScan *out)
     __attribute__((warn_unused_result));
 void sqlparse_scan_clear(SqlScan *scan);
 
+/* Room sqlparse_quick_shape needs for a text of `len` bytes. */
+#define SQLPARSE_QUICK_SHAPE_CAP(len) (3 * (size_t)(len) + 2)
+
+/* The shape of a plain text (words, integers, punctuation, operators), built without the
+ * scanner into `out` (at least SQLPARSE_QUICK_SHAPE_CAP(len) bytes). False when the text
+ * holds anything else: then only sqlparse_scan_text may shape it. Its shapes never equal
+ * the scanner's. */
+bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, size_t *out_len)
+    __attribute__((warn_unused_result));
+
 /* Parses and analyses the NUL-terminated `text` (one fresh analysis, refcount 1). *shareable
  * says whether the result may be shared with texts of the same shape: false for parse errors
  * and for analyses that depend on a constant's value. NULL only on out-of-memory. */

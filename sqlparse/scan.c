@@ -8,6 +8,7 @@
 
 #include <pg_query.h>
 #include <pg_query/pg_query.pb-c.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -604,4 +605,112 @@ void sqlparse_scan_clear(SqlScan *scan)
         return;
     free(scan->shape);
     *scan = (SqlScan){0};
+}
+
+/* ---- the quick shape ------------------------------------------------------------------- */
+
+/*
+ * Most statements an application repeats are plain: words, numbers, punctuation, operators.
+ * For those the shape is built here in one pass, without libpg_query's scanner (which packs
+ * every token into protobuf). Anything outside that subset (quotes, dollar signs, comments,
+ * non-ASCII, numbers with a point or exponent) makes this give up, and the scanner decides.
+ *
+ * Quick shapes start with SHAPE_QUICK; a scanner shape starting with that byte is the
+ * one-character token "\x02" and has NUL next, which a quick shape never has. Within the
+ * subset the lexing is unambiguous: every byte that could change a token is kept, words
+ * are separated from each other, operator runs are kept whole (PostgreSQL lexes a run the
+ * same wherever it stands), so two texts with one quick shape differ only in integer values
+ * of the same class, whitespace and the case of unquoted words.
+ */
+#define SHAPE_QUICK '\x02'
+
+static bool quick_ident_start(unsigned char ch)
+{
+    return (ch | 0x20) >= 'a' && (ch | 0x20) <= 'z' ? true : ch == '_';
+}
+
+static bool quick_ident_cont(unsigned char ch)
+{
+    return quick_ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$';
+}
+
+static bool quick_op_char(unsigned char ch)
+{
+    return strchr("~!@#^&|`?+-*/%<>=:", ch) != NULL && ch != '\0';
+}
+
+bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, size_t *out_len)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    size_t at = 0, i = 0;
+    if (cap < SQLPARSE_QUICK_SHAPE_CAP(len))
+        return false;
+    out[at++] = SHAPE_QUICK;
+    while (i < len) {
+        unsigned char ch = p[i];
+        size_t start = i;
+        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f') {
+            i++;
+            continue;
+        }
+        if (quick_ident_start(ch)) {
+            while (i < len && quick_ident_cont(p[i]))
+                i++;
+            if (i < len && p[i] >= 0x80)
+                return false;
+            /* U&"…", E'…', B'…', X'…', N'…': a prefix glued to a quote. */
+            if (i < len && (p[i] == '\'' || p[i] == '"' || p[i] == '&'))
+                return false;
+            for (size_t k = start; k < i; k++)
+                out[at++] = (char)(p[k] >= 'A' && p[k] <= 'Z' ? p[k] + ('a' - 'A') : p[k]);
+        } else if (ch >= '0' && ch <= '9') {
+            uint64_t v = 0;
+            while (i < len && p[i] >= '0' && p[i] <= '9') {
+                if (v <= INT32_MAX)
+                    v = v * 10 + (uint64_t)(p[i] - '0');
+                i++;
+            }
+            /* 1.5, 1e3, 12abc (an error in PostgreSQL 15), 1..2: the scanner's job. */
+            if (i < len && (p[i] == '.' || quick_ident_cont(p[i]) || p[i] >= 0x80))
+                return false;
+            out[at++] = SHAPE_PLACEHOLDER;
+            out[at++] = v <= INT32_MAX ? 'i' : 'f'; /* PostgreSQL: too big for int4 → FCONST */
+        } else if (ch == '"') {
+            /* Quoted identifier, kept as written ("" is an escaped quote). */
+            i++;
+            for (;;) {
+                if (i >= len)
+                    return false;
+                if (p[i] == '"' && (i + 1 >= len || p[i + 1] != '"'))
+                    break;
+                i += p[i] == '"' ? 2 : 1;
+            }
+            i++;
+            if (i == start + 2)
+                return false; /* "" is an error */
+            memcpy(out + at, p + start, i - start);
+            at += i - start;
+        } else if (quick_op_char(ch)) {
+            while (i < len && quick_op_char(p[i]))
+                i++;
+            for (size_t k = start; k + 1 < i; k++)
+                if ((p[k] == '-' && p[k + 1] == '-') || (p[k] == '/' && p[k + 1] == '*'))
+                    return false; /* a comment starts inside the run */
+            memcpy(out + at, p + start, i - start);
+            at += i - start;
+        } else if (ch == '.') {
+            if (i + 1 < len && (p[i + 1] == '.' || (p[i + 1] >= '0' && p[i + 1] <= '9')))
+                return false; /* .5, .. */
+            out[at++] = '.';
+            i++;
+        } else if (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',' || ch == ';') {
+            out[at++] = (char)ch;
+            i++;
+        } else {
+            return false; /* quotes, $, backslash, control characters, non-ASCII */
+        }
+        out[at++] = '\0';
+    }
+    *out_len = at;
+    return true;
 }

@@ -1,6 +1,6 @@
 /*
- * sqlparse.c — the library's front door: the memo (exact text ~25 ns, else scanner + shape
- * ~8 µs, else full parse ~26 µs; see docs/SQLPARSE.md), reference counting, and the small
+ * sqlparse.c — the library's front door: the memo (exact text ~25 ns, else quick shape or
+ * scanner + shape, else full parse ~26 µs; see docs/SQLPARSE.md), reference counting, and the small
  * lookups (built-in volatility, time literals, names).
  */
 #ifndef _GNU_SOURCE
@@ -28,6 +28,10 @@ typedef struct MemoEntry {
     char key[];
 } MemoEntry;
 
+/* Texts answered by shape are remembered from their second sighting; this many recent
+ * first sightings are recalled (direct-mapped by hash). */
+#define MEMO_SEEN_SLOTS 4096
+
 /* A bounded LRU hash map from byte strings to analyses. */
 typedef struct {
     MemoEntry **buckets;
@@ -41,6 +45,7 @@ struct SqlMemo {
     uint64_t seed; /* random per memo: texts cannot be chosen to collide */
     MemoMap exact; /* statement text → analysis */
     MemoMap shape; /* constant-stripped token stream → analysis */
+    uint64_t seen[MEMO_SEEN_SLOTS]; /* hashes of texts found by shape once (remember_text) */
     uint64_t exact_hits, shape_hits, parses;
 };
 
@@ -286,55 +291,97 @@ static char *normalize(const char *text, size_t len)
 }
 
 /*
- * Everything after an exact miss: scan (shape, nesting estimate), look the shape up, parse
- * when that misses too, and remember the result under the text and, when it does not depend
- * on a constant's value, under the shape.
+ * Remembers a text's analysis under the text. An analysis found by shape is remembered only
+ * when the text comes a second time: texts seen once (point reads with their key inlined)
+ * would otherwise churn the map and push out the texts that do repeat.
+ */
+static void remember_text(SqlMemo *memo, uint64_t hash, const char *text, size_t len,
+                          SqlAnalysis *a, bool parsed)
+{
+    if (!parsed) {
+        uint64_t *slot = &memo->seen[hash & (MEMO_SEEN_SLOTS - 1)];
+        if (*slot != hash) {
+            *slot = hash;
+            return;
+        }
+    }
+    map_insert(&memo->exact, hash, text, len, a);
+}
+
+/* The analysis remembered under a shape, or NULL. */
+static SqlAnalysis *shape_lookup(SqlMemo *memo, uint64_t shape_hash, const char *shape,
+                                 size_t shape_len)
+{
+    MemoEntry *e = map_find(&memo->shape, shape_hash, shape, shape_len);
+    if (!e)
+        return NULL;
+    memo->shape_hits++;
+    map_touch(&memo->shape, e);
+    return sqlparse_ref(e->analysis);
+}
+
+/*
+ * Everything after an exact miss: shape the text (quick shape, else the scanner, which also
+ * estimates nesting), look the shape up, parse when that misses too, and remember the result
+ * under the text and, when it does not depend on a constant's value, under the shape.
  */
 static SqlAnalysis *analyze_miss(SqlMemo *memo, const char *text, size_t len, uint64_t hash)
 {
     SqlAnalysis *a = NULL;
     SqlScan scan = {0};
     uint64_t shape_hash = 0;
-    bool shareable = false;
+    bool shareable = false, parsed = false;
+    const char *shape = NULL;
+    size_t shape_len = 0;
+    char quick[SQLPARSE_QUICK_SHAPE_CAP(SQLPARSE_SHORT_TEXT)];
+    char *buf = NULL;
 
-    char *buf = malloc(len + 1);
+    bool want_shape = memo && memo->shape.capacity > 0;
+    if (want_shape && len <= SQLPARSE_SHORT_TEXT &&
+        sqlparse_quick_shape(text, len, quick, sizeof quick, &shape_len)) {
+        shape = quick;
+        shape_hash = hash_bytes(shape, shape_len, memo->seed);
+        if ((a = shape_lookup(memo, shape_hash, shape, shape_len)))
+            goto remember;
+    }
+
+    buf = malloc(len + 1);
     if (!buf)
         goto done;
     memcpy(buf, text, len);
     buf[len] = '\0';
 
-    bool want_shape = memo && memo->shape.capacity > 0;
     /* Short texts cannot nest dangerously deep: they are always parsed (so the answer does
      * not depend on having a memo), and without a memo they skip the scanner. */
-    if ((memo || len > SQLPARSE_SHORT_TEXT) && !sqlparse_scan_text(buf, want_shape, &scan))
-        goto done;
-    if (scan.ok && len > SQLPARSE_SHORT_TEXT && scan.nesting > SQLPARSE_MAX_NESTING) {
-        a = sqlparse_too_complex(scan.nesting);
-        goto remember;
-    }
-    bool use_shape = want_shape && scan.ok && scan.shape_usable;
-    if (use_shape) {
-        shape_hash = hash_bytes(scan.shape, scan.shape_len, memo->seed);
-        MemoEntry *e = map_find(&memo->shape, shape_hash, scan.shape, scan.shape_len);
-        if (e) {
-            memo->shape_hits++;
-            map_touch(&memo->shape, e);
-            a = sqlparse_ref(e->analysis);
+    if (!shape && (memo || len > SQLPARSE_SHORT_TEXT)) {
+        if (!sqlparse_scan_text(buf, want_shape, &scan))
+            goto done;
+        if (scan.ok && len > SQLPARSE_SHORT_TEXT && scan.nesting > SQLPARSE_MAX_NESTING) {
+            a = sqlparse_too_complex(scan.nesting);
+            parsed = true;
             goto remember;
+        }
+        if (want_shape && scan.ok && scan.shape_usable) {
+            shape = scan.shape;
+            shape_len = scan.shape_len;
+            shape_hash = hash_bytes(shape, shape_len, memo->seed);
+            if ((a = shape_lookup(memo, shape_hash, shape, shape_len)))
+                goto remember;
         }
     }
     a = sqlparse_parse_text(buf, &shareable);
     if (!a)
         goto done;
-    if (memo)
+    parsed = true;
+    if (memo) {
         a->normalized = normalize(buf, len);
-    if (memo)
         memo->parses++;
-    if (use_shape && shareable)
-        map_insert(&memo->shape, shape_hash, scan.shape, scan.shape_len, a);
+    }
+    if (shape && shareable)
+        map_insert(&memo->shape, shape_hash, shape, shape_len, a);
 remember:
     if (memo && a)
-        map_insert(&memo->exact, hash, text, len, a);
+        remember_text(memo, hash, text, len, a, parsed);
 done:
     sqlparse_scan_clear(&scan);
     free(buf);

@@ -839,24 +839,41 @@ END_TEST
 START_TEST(test_memo_shape_hit)
 {
     SqlMemo *memo = sqlparse_memo_new(16);
+    /* Plain texts get the quick shape; texts with comments the scanner's. Each kind shares
+     * within itself (the two never mix: one parse each). */
     const char *texts[] = {
         "SELECT * FROM users WHERE id = 1",
         "SELECT * FROM users WHERE id = 2",
         "select *  from USERS\n where id=3 -- trailing comment",
         "SELECT /* hint */ * FROM users WHERE id = 99999999",
         "SELECT * FROM users WHERE id = 0042",
+        "select *\tFROM Users where ID=7",
     };
     SqlAnalysis *first = sqlparse_analyze(memo, texts[0], strlen(texts[0]));
+    SqlAnalysis *commented = sqlparse_analyze(memo, texts[2], strlen(texts[2]));
+    ck_assert_ptr_ne(first, commented);
     for (size_t i = 1; i < sizeof texts / sizeof texts[0]; i++) {
         SqlAnalysis *a = sqlparse_analyze(memo, texts[i], strlen(texts[i]));
-        ck_assert_msg(a == first, "%s: not shared", texts[i]);
+        SqlAnalysis *want = strstr(texts[i], "--") || strstr(texts[i], "/*") ? commented : first;
+        ck_assert_msg(a == want, "%s: not shared", texts[i]);
         sqlparse_release(a);
     }
     SqlMemoStats st;
     sqlparse_memo_stats(memo, &st);
-    ck_assert_uint_eq(st.parses, 1);
-    ck_assert_uint_eq(st.shape_hits, 4);
-    ck_assert_uint_eq(st.entries, 5);
+    ck_assert_uint_eq(st.parses, 2);
+    ck_assert_uint_eq(st.shape_hits, 4); /* texts[2] again: by text, it was parsed */
+    ck_assert_uint_eq(st.exact_hits, 1);
+    /* Texts found by shape are remembered by text from their second sighting on. */
+    ck_assert_uint_eq(st.entries, 2);
+    for (int round = 0; round < 2; round++) {
+        SqlAnalysis *a = sqlparse_analyze(memo, texts[1], strlen(texts[1]));
+        ck_assert_ptr_eq(a, first);
+        sqlparse_release(a);
+    }
+    sqlparse_memo_stats(memo, &st);
+    ck_assert_uint_eq(st.entries, 3);
+    ck_assert_uint_eq(st.exact_hits, 2);
+    sqlparse_release(commented);
 
     /* Quoted identifiers, other tables, other operators, other classes of constant (the
      * grammar takes an integer in places where it refuses a string) are other shapes. */
@@ -871,7 +888,7 @@ START_TEST(test_memo_shape_hit)
         sqlparse_release(a);
     }
     sqlparse_memo_stats(memo, &st);
-    ck_assert_uint_eq(st.parses, 7);
+    ck_assert_uint_eq(st.parses, 8);
     SqlAnalysis *a;
 
     /* The scanner reports U&"…" as just "U": such texts must not share a shape. */
@@ -890,6 +907,65 @@ START_TEST(test_memo_shape_hit)
     ck_assert_int_eq(a->kind, SQL_KIND_ERROR);
     sqlparse_release(a);
     sqlparse_release(first);
+    sqlparse_memo_free(memo);
+}
+END_TEST
+
+/* Same kind, reason, error-ness, and tables read and written. */
+static void assert_same_as_fresh(const char *sql, const SqlAnalysis *got)
+{
+    SqlAnalysis *want = sqlparse_analyze(NULL, sql, strlen(sql));
+    ck_assert_msg(got->kind == want->kind && got->reason == want->reason &&
+                      !got->error == !want->error && got->n_reads == want->n_reads &&
+                      got->n_writes == want->n_writes,
+                  "%s: memo says %s/%s, a fresh parse %s/%s", sql, sqlparse_kind_name(got->kind),
+                  sqlparse_reason_name(got->reason), sqlparse_kind_name(want->kind),
+                  sqlparse_reason_name(want->reason));
+    for (size_t i = 0; i < want->n_reads; i++)
+        ck_assert_msg(strcmp(got->reads[i].name, want->reads[i].name) == 0, "%s: reads %s", sql,
+                      got->reads[i].name);
+    for (size_t i = 0; i < want->n_writes; i++)
+        ck_assert_msg(strcmp(got->writes[i].name, want->writes[i].name) == 0, "%s: writes %s",
+                      sql, got->writes[i].name);
+    sqlparse_release(want);
+}
+
+/* The quick shape (plain texts) must keep apart every pair the grammar tells apart: each
+ * text, analysed after its neighbour filled the memo, equals a fresh parse. */
+START_TEST(test_memo_quick_shape_keeps_apart)
+{
+    static const char *const texts[] = {
+        "SELECT * FROM t WHERE x <= 1",      "SELECT * FROM t WHERE x < = 1",
+        "SELECT * FROM a b",                 "SELECT * FROM ab",
+        "FETCH 2147483647 c",                "FETCH 2147483648 c",
+        "SELECT * FROM \"T\"",              "SELECT * FROM T",
+        "SELECT * FROM \"a\"\"b\"",         "SELECT * FROM \"a\"",
+        "SELECT * FROM x$y",                 "SELECT * FROM x$z",
+        "SELECT * FROM a-b",                 "SELECT * FROM a--b\n",
+        "SELECT * FROM a/b",                 "SELECT * FROM a/*b*/",
+        "SELECT * FROM s.t",                 "SELECT * FROM s . t",
+        "SELECT * FROM t WHERE x = 1",       "SELECT * FROM t WHERE x = 1.5",
+        "SELECT * FROM t WHERE x = 1",       "SELECT * FROM t WHERE x = 1e5",
+        "SELECT * FROM t WHERE x = 1",       "SELECT * FROM t WHERE x = .5",
+        "SELECT * FROM t WHERE x = 1",       "SELECT * FROM t WHERE x = 12abc",
+        "SELECT * FROM t WHERE x = 1",       "SELECT * FROM t WHERE x = $1",
+        "SELECT a[1:2] FROM t",              "SELECT a[1::int] FROM t",
+        "SELECT * FROM a; DELETE FROM b",    "SELECT * FROM a; SELECT * FROM b",
+        "DELETE FROM t WHERE id = 1",        "DELETE FROM u WHERE id = 1",
+        "SELECT * FROM u&t",                 "SELECT * FROM U&\"t\"",
+        "SELECT * FROM e",                   "SELECT * FROM e'x'",
+        "SELECT * FROM t FOR UPDATE",        "SELECT * FROM t",
+        "SELECT 1 FROM t WHERE a=-1",        "SELECT 1 FROM t WHERE a= -1",
+        "SELECT * FROM t\vx",                "SELECT * FROM t x",
+    };
+    SqlMemo *memo = sqlparse_memo_new(64);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+            SqlAnalysis *a = sqlparse_analyze(memo, texts[i], strlen(texts[i]));
+            assert_same_as_fresh(texts[i], a);
+            sqlparse_release(a);
+        }
+    }
     sqlparse_memo_free(memo);
 }
 END_TEST
@@ -1366,6 +1442,7 @@ static Suite *sqlparse_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_memo_exact_hit);
     tcase_add_test(tc, test_memo_shape_hit);
+    tcase_add_test(tc, test_memo_quick_shape_keeps_apart);
     tcase_add_test(tc, test_memo_time_literal_not_shared);
     tcase_add_test(tc, test_memo_time_literal_first);
     tcase_add_test(tc, test_memo_constant_dependent_not_shared);
