@@ -21,7 +21,7 @@
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
-#define READ_CHUNK   (64 * 1024)  /* bytes asked of read(2) at once */
+#define READ_CHUNK   (64 * 1024)  /* bytes asked of recv(2) at once */
 #define IN_HOLD_MAX  (256 * 1024) /* stop reading a side once this much is unprocessed */
 #define OUT_HIGH     (256 * 1024) /* stop producing for a side above this much queued */
 #define IDLE_KEEP    (64 * 1024)  /* buffers above this are freed when they empty */
@@ -245,13 +245,14 @@ bool client_is_idle(const Client *c)
 
 typedef enum { IO_OK, IO_EOF, IO_ERROR } IoResult;
 
-/* Reads what the socket has (one read(2)); `limit` bounds the buffer. */
+/* Reads what the socket has (one recv(2): unlike read(2) it skips the VFS layer, a
+ * measurable share of a relayed message's cost). */
 static IoResult read_into(int fd, IoBuf *b, size_t *got)
 {
     *got = 0;
     if (!iobuf_reserve(b, READ_CHUNK))
         return IO_ERROR;
-    ssize_t n = read(fd, b->data + b->end, b->cap - b->end);
+    ssize_t n = recv(fd, b->data + b->end, b->cap - b->end, 0);
     if (n > 0) {
         b->end += (size_t)n;
         *got = (size_t)n;
@@ -768,9 +769,8 @@ static void on_client_read(struct ev_loop *loop, ev_io *w, int revents)
             client_run(c);
         return;
     }
-    if (got) {
-        c->last_activity_ms = clock_ms();
-    }
+    if (got)
+        c->last_activity_ms = worker_now_ms(c->worker);
     client_run(c);
 }
 
@@ -870,7 +870,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
         }
         int64_t since = c->last_activity_ms > c->req.idle_since_ms ? c->last_activity_ms
                                                                     : c->req.idle_since_ms;
-        int64_t quiet = clock_ms() - since;
+        int64_t quiet = worker_now_ms(c->worker) - since;
         if (quiet < limit) {
             w->repeat = (double)(limit - quiet) / 1000.0;
             ev_timer_again(loop, w);

@@ -116,11 +116,11 @@ void request_free(Request *r)
 }
 
 /* The only place that writes r->state. */
-static void request_set_state(Request *r, RequestState state)
+static void request_set_state(Client *c, RequestState state)
 {
-    r->state = state;
+    c->req.state = state;
     if (state == REQ_IDLE)
-        r->idle_since_ms = clock_ms();
+        c->req.idle_since_ms = worker_now_ms(c->worker);
 }
 
 static bool unit_may_bump(const Request *r);
@@ -239,8 +239,13 @@ static void apply_message(Client *c, char type, const uint8_t *msg, size_t msg_l
         PgParseMsg pm;
         if (!pg_parse_parse(payload, plen, &pm))
             return;
-        if (!on_server && pm.name[0] && session_stmt(s, pm.name))
+        Stmt *old = session_stmt(s, pm.name);
+        if (!on_server && pm.name[0] && old)
             return; /* a duplicate name goes to the server; never answered locally */
+        if (old && old->parse_len == msg_len && memcmp(old->parse_msg, msg, msg_len) == 0) {
+            old->on_server |= on_server; /* the same Parse again (drivers' unnamed one) */
+            return;
+        }
         SqlAnalysis *a = sqlparse_analyze(c->worker->memo, pm.query, pm.query_len);
         Stmt *st = a ? stmt_new(msg, msg_len, a, on_server) : NULL;
         sqlparse_release(a);
@@ -252,6 +257,9 @@ static void apply_message(Client *c, char type, const uint8_t *msg, size_t msg_l
         PgBindMsg bm;
         if (!pg_parse_bind(payload, plen, &bm))
             return;
+        const char *bound = strmap_get(&s->portals, bm.portal);
+        if (bound && strcmp(bound, bm.stmt) == 0)
+            return; /* bound to the same statement again */
         char *stmt = strdup(bm.stmt);
         if (!stmt || !strmap_put(&s->portals, bm.portal, stmt))
             free(stmt);
@@ -452,7 +460,12 @@ static void count_bypass(Client *c, const Exec *e)
         return;
     if (e->reason >= 0 && e->reason < STATS_MAX_REASONS)
         STAT_INC(c->worker->stats.bypasses[e->reason]);
-    note_tables(c, e, TABLE_BYPASS);
+    /* With the cache off every read bypasses: per-table lines would only count reads, at two
+     * lookups per table per statement on the pure-relay path. */
+    if (e->reason == BYPASS_CACHE_DISABLED)
+        note_query(c, e, TABLE_BYPASS);
+    else
+        note_tables(c, e, TABLE_BYPASS);
     log_decision(c, e, "bypass");
 }
 
@@ -762,7 +775,7 @@ static bool send_probe(Client *c)
     session_unnamed_gone(&r->session);
     bw_reset(&r->probe_rows);
     r->probe_ok = true;
-    request_set_state(r, REQ_PROBE);
+    request_set_state(c, REQ_PROBE);
     return true;
 }
 
@@ -853,7 +866,7 @@ static bool probe_server_frame(Client *c, const Frame *f)
         if (f->n == 6)
             r->tx_status = (char)f->p[5];
         finish_probe(c);
-        request_set_state(r, REQ_COLLECT);
+        request_set_state(c, REQ_COLLECT);
         process_unit(c);
         return true;
     default:
@@ -934,7 +947,7 @@ static void answered_locally(Client *c)
     iobuf_consume(&c->c_in, r->collect_len);
     r->collect_len = 0;
     clear_unit(r);
-    request_set_state(r, REQ_IDLE);
+    request_set_state(c, REQ_IDLE);
 }
 
 void request_lookup_done(Client *c)
@@ -1025,7 +1038,7 @@ static void start_lookups(Client *c)
         forward_unit(c, 0);
         return;
     }
-    request_set_state(r, REQ_LOOKUP);
+    request_set_state(c, REQ_LOOKUP);
     r->lookups_pending = r->n_execs;
     for (int i = 0; i < r->n_execs; i++) {
         Exec *e = &r->execs[i];
@@ -1049,7 +1062,6 @@ static void process_unit(Client *c)
     CatalogState cat_state = CATALOG_READY;
     clear_unit(r);
     r->tx_before = r->tx_status;
-    r->unit_start_us = clock_us();
     /* What the previous unit bumped matters to this unit only. */
     if (!writeset_empty(&r->session.just_bumped)) {
         r->prev_bumped = r->session.just_bumped;
@@ -1060,12 +1072,12 @@ static void process_unit(Client *c)
         forward_unit(c, BYPASS_CACHE_DISABLED);
         return;
     }
-    if (r->catalog_wait_ms && clock_ms() - r->catalog_wait_ms >= CATALOG_WAIT_MS) {
+    if (r->catalog_wait_ms && worker_now_ms(c->worker) - r->catalog_wait_ms >= CATALOG_WAIT_MS) {
         cat_state = CATALOG_LOADING; /* waited long enough: judge without it */
     } else if (!have_catalog(c, &cat_state)) {
         if (!r->catalog_wait_ms)
-            r->catalog_wait_ms = clock_ms();
-        request_set_state(r, REQ_CATALOG);
+            r->catalog_wait_ms = worker_now_ms(c->worker);
+        request_set_state(c, REQ_CATALOG);
         return; /* woken by request_catalog_ready or request_catalog_tick */
     }
     r->catalog_wait_ms = 0;
@@ -1106,7 +1118,7 @@ void request_catalog_tick(Client *c, int64_t now_ms)
 void request_catalog_ready(Client *c)
 {
     if (c->state == CS_READY && c->req.state == REQ_CATALOG) {
-        request_set_state(&c->req, REQ_COLLECT);
+        request_set_state(c, REQ_COLLECT);
         process_unit(c);
         client_kick(c);
     }
@@ -1301,7 +1313,7 @@ static void forward_unit(Client *c, int reason)
     }
     iobuf_consume(&c->c_in, r->collect_len);
     r->collect_len = 0;
-    request_set_state(r, REQ_SERVER);
+    request_set_state(c, REQ_SERVER);
 }
 
 /* --- client input ------------------------------------------------------------------------- */
@@ -1322,7 +1334,9 @@ static bool start_unit(Client *c, const Frame *f)
     Request *r = &c->req;
     clear_unit(r);
     r->tx_before = r->tx_status;
-    r->unit_start_us = clock_us();
+    /* The loop's time: the unit's bytes had arrived when it woke (and no clock read for
+     * units that turn out to be pass-through). */
+    r->unit_start_us = worker_now_us(c->worker);
     switch (f->type) {
     case 'P':
     case 'B':
@@ -1332,14 +1346,14 @@ static bool start_unit(Client *c, const Frame *f)
     case 'S':
         r->extended = true;
         r->collect_len = f->n;
-        request_set_state(r, REQ_COLLECT);
+        request_set_state(c, REQ_COLLECT);
         if (f->type == 'S')
             process_unit(c);
         return true;
     case 'Q':
         r->extended = false;
         r->collect_len = f->n;
-        request_set_state(r, REQ_COLLECT);
+        request_set_state(c, REQ_COLLECT);
         process_unit(c);
         return true;
     default: {
@@ -1352,7 +1366,7 @@ static bool start_unit(Client *c, const Frame *f)
         iobuf_consume(&c->c_in, f->n);
         note_forwarded(c, f->type);
         if (r->rfq_pending > 0)
-            request_set_state(r, REQ_SERVER);
+            request_set_state(c, REQ_SERVER);
         return true;
     }
     }
@@ -1749,7 +1763,7 @@ static void unit_done(Client *c)
 {
     Request *r = &c->req;
     clear_unit(r);
-    request_set_state(r, REQ_IDLE);
+    request_set_state(c, REQ_IDLE);
 }
 
 static void finish_unit(Client *c)
@@ -1757,14 +1771,16 @@ static void finish_unit(Client *c)
     Request *r = &c->req;
     Session *s = &r->session;
     WorkerStats *st = &c->worker->stats;
-    uint64_t us = (uint64_t)(clock_us() - r->unit_start_us);
+    int64_t now_us = -1; /* read when a miss is recorded, not for pass-through units */
     for (int i = 0; i < r->n_execs; i++) {
         Exec *e = &r->execs[i];
         if (e->reason != DECIDE_CACHE)
             continue;
+        if (now_us < 0)
+            now_us = clock_us();
         STAT_INC(st->misses);
         STAT_INC(st->queries);
-        hist_record(&st->miss_latency, us);
+        hist_record(&st->miss_latency, (uint64_t)(now_us - r->unit_start_us));
         note_tables(c, e, TABLE_MISS);
         /* A unit that wrote may have shown its reads uncommitted data: store none. */
         if (e->fill && e->captured && !r->maybe_writes)
@@ -1808,7 +1824,7 @@ static void finish_unit(Client *c)
             unit_done(c);
         return;
     }
-    request_set_state(r, REQ_BUMP);
+    request_set_state(c, REQ_BUMP);
 }
 
 void request_bump_done(Client *c, BumpKind kind)

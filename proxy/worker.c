@@ -184,6 +184,7 @@ static void drain_step(Worker *w)
         ev_timer_stop(w->loop, &w->slow_tick);
         ev_async_stop(w->loop, &w->wakeup);
         ev_prepare_stop(w->loop, &w->before_block);
+        ev_check_stop(w->loop, &w->after_poll);
         reap_dead(w);
     }
 }
@@ -244,6 +245,12 @@ static void on_before_block(struct ev_loop *loop, ev_prepare *p, int revents)
     store_tick(w->store);
 }
 
+static void on_after_poll(struct ev_loop *loop, ev_check *ch, int revents)
+{
+    Worker *w = ch->data;
+    w->now_us = clock_us();
+}
+
 static void *worker_main(void *arg)
 {
     Worker *w = arg;
@@ -284,6 +291,10 @@ bool worker_init(Worker *w)
     ev_prepare_init(&w->before_block, on_before_block);
     w->before_block.data = w;
     ev_prepare_start(w->loop, &w->before_block);
+    w->now_us = clock_us();
+    ev_check_init(&w->after_poll, on_after_poll);
+    w->after_poll.data = w;
+    ev_check_start(w->loop, &w->after_poll);
     ev_timer_init(&w->shutdown_tick, on_shutdown_tick, 0.05, 0.05);
     w->shutdown_tick.data = w;
     ev_timer_init(&w->slow_tick, on_slow_tick, 0.25, 0.25);

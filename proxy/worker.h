@@ -30,6 +30,8 @@ typedef struct Worker {
     ev_timer accept_retry;      /* re-enables accepting after EMFILE */
     ev_async wakeup;            /* main thread: shutdown or reload happened */
     ev_prepare before_block;    /* reaps dead clients, picks up a new snapshot */
+    ev_check after_poll;        /* reads the clock once per loop iteration */
+    int64_t now_us;             /* clock_us() when the loop last woke: the time of its events */
     ev_timer shutdown_tick;     /* while draining: closes idle clients, enforces grace */
     ev_timer slow_tick;         /* 4 Hz housekeeping: units stuck waiting for a catalog */
     const Snapshot *snap;       /* snapshot in use this loop iteration */
@@ -47,6 +49,18 @@ typedef struct Worker {
     TableStats queries;         /* per statement shape counters */
     _Atomic bool finished;      /* the loop has exited */
 } Worker;
+
+/* The time the loop last woke (clock_us's clock): good enough for timeouts and for when a
+ * unit's bytes arrived, without a clock read per message. */
+static inline int64_t worker_now_us(const Worker *w)
+{
+    return w->now_us;
+}
+
+static inline int64_t worker_now_ms(const Worker *w)
+{
+    return w->now_us / 1000;
+}
 
 /* Creates the listening socket of one worker (SO_REUSEPORT). False with err filled. */
 bool worker_listen(Worker *w, const HostPort *addr, char *err, size_t errlen)
