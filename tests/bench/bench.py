@@ -42,11 +42,13 @@ WORKLOADS = {
     "rw_mix": ["-f", HERE / "workloads" / "rw_mix.sql"],
     "churn": ["-f", HERE / "workloads" / "churn.sql"],
     "passthrough": ["-b", "tpcb-like"],
-    # pgbench -S over all 1M accounts: with the cache on, almost every read is a miss and a
-    # fill; with --consistency off, the pure relay (the foundation issue's benchmark).
+    # pgbench -S over all 1M accounts: the pure relay (see RELAY_WORKLOADS).
     "select_only": ["-b", "select-only"],
 }
-DEFAULT_WORKLOADS = ["hot_agg", "hot_point", "rw_mix", "churn", "passthrough"]
+DEFAULT_WORKLOADS = ["select_only", "hot_agg", "hot_point", "rw_mix", "churn", "passthrough"]
+# Workloads that measure pgstash as a plain relay: its targets run with cache.enabled false
+# (pgstash-wN-off, whatever --consistency says) next to the peers without a cache.
+RELAY_WORKLOADS = {"select_only"}
 MODES = ["simple", "extended", "prepared"]
 PEERS = ["direct", "pgbouncer", "pgpool"]
 SETUP_SECONDS = 30          # initdb, pgbench -i -s 10, starting everything (measured ~15 s)
@@ -147,13 +149,27 @@ def parse_pgstash_name(name):
     return int(w), c or "strict"
 
 
+def relay_targets(targets):
+    """The targets of a relay workload: pgstash variants with the cache off, no Pgpool-II."""
+    out = []
+    for t in targets:
+        if t == "pgpool":
+            continue
+        if t.startswith("pgstash-w"):
+            t = "pgstash-w%d-off" % parse_pgstash_name(t)[0]
+        if t not in out:
+            out.append(t)
+    return out
+
+
 def plan(a):
     """[(workload, mode, [targets])] in run order, after --only."""
     targets = target_names(a)
     cells = []
     for w in a.workloads:
         for m in a.modes:
-            ts = [t for t in targets if not a.only or any(match(p, w, m, t) for p in a.only)]
+            ts = relay_targets(targets) if w in RELAY_WORKLOADS else targets
+            ts = [t for t in ts if not a.only or any(match(p, w, m, t) for p in a.only)]
             if ts:
                 cells.append((w, m, ts))
     return cells
