@@ -1098,6 +1098,11 @@ static void process_unit(Client *c)
                                               &e->tables)
                                 : SQL_REASON_PARSE_ERROR;
         unit_reason = e->reason;
+    } else if (!cfg->cache.enabled) {
+        /* Nothing can come from the cache: skip the judge (forward_message still follows
+         * statements and portals, and counts each Execute). */
+        forward_unit(c, BYPASS_CACHE_DISABLED);
+        return;
     } else {
         unit_reason = judge_extended(c, cat_state);
     }
@@ -1200,8 +1205,14 @@ static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec
         PgExecuteMsg em;
         if (*exec_cursor < r->n_execs)
             exec = (*exec_cursor)++;
-        if (pg_parse_execute(payload, plen, &em))
-            note_statement(c, portal_analysis(s, em.portal));
+        if (pg_parse_execute(payload, plen, &em)) {
+            SqlAnalysis *a = portal_analysis(s, em.portal);
+            note_statement(c, a);
+            if (exec < 0 && !cfg_of(c)->cache.enabled) {
+                Exec unjudged = {.analysis = a, .reason = BYPASS_CACHE_DISABLED};
+                count_bypass(c, &unjudged);
+            }
+        }
         ok = add_expect(r, EXP_EXECUTE, exec);
         break;
     }

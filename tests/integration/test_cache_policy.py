@@ -372,6 +372,34 @@ def test_cache_disabled(pg, redis, pgstash_factory, cleanup):
         c.close()
 
 
+def test_cache_disabled_instance_still_invalidates(pg, redis, pgstash_factory, cleanup):
+    """An instance with the cache off (a pure relay) skips judging reads, never writes: a
+    write through it, in either protocol, invalidates what a caching instance sharing the
+    Redis keys stored. Its extended-protocol reads are counted as bypasses too."""
+    t = make_kv(pg, cleanup, "offinv")
+    caching = make_proxy(pgstash_factory)
+    relay = make_proxy(pgstash_factory, {"cache": {"enabled": False}}, prefix=prefix_of(caching))
+    sql = "SELECT * FROM %s ORDER BY id" % t
+    reader = caching.connect()
+    simple = relay.connect()
+    extended = connect3(relay)
+    try:
+        for i, (conn, run) in enumerate(((simple, q2), (extended, q3), (simple, q2))):
+            prime(caching, lambda: q2(reader, sql))
+            before = relay.stats()
+            run(conn, "UPDATE %s SET v = %%s WHERE id = 1" % t, ("w%d" % i,))
+            assert q3(extended, sql)[0] == (1, "w%d" % i)
+            d = delta(relay, before)
+            assert d.get("bypass:cache_disabled") == 1 and d["writes"] == 1, d
+            # Strict: the caching instance's next read confirms versions in Redis.
+            got = expect(caching, lambda: q2(reader, sql), "miss")
+            assert got[0] == (1, "w%d" % i), "stale row after a write through the relay"
+    finally:
+        reader.close()
+        simple.close()
+        extended.close()
+
+
 def test_reload_turns_caching_off_for_a_table(pg, pgstash_factory, cleanup):
     t = make_kv(pg, cleanup, "reload")
     px = make_proxy(pgstash_factory)
