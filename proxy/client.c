@@ -47,8 +47,11 @@ void client_set_state(Client *c, ClientState state)
     c->state = state;
 }
 
+/* Called after every turn of a client: only a change costs libev anything. */
 static void set_io(Client *c, ev_io *w, bool on)
 {
+    if (on == (ev_is_active(w) != 0))
+        return;
     if (on)
         ev_io_start(c->worker->loop, w);
     else
@@ -341,7 +344,8 @@ static void update_timer(Client *c)
     int64_t t = ready_timeout_ms(c);
     struct ev_loop *loop = c->worker->loop;
     if (t <= 0) {
-        ev_timer_stop(loop, &c->timer);
+        if (ev_is_active(&c->timer))
+            ev_timer_stop(loop, &c->timer);
         return;
     }
     if (!ev_is_active(&c->timer)) {
@@ -745,6 +749,10 @@ static void client_run(Client *c)
         size_t after[4] = {iobuf_len(&c->c_in), iobuf_len(&c->s_in), iobuf_len(&c->c_out),
                            iobuf_len(&c->s_out)};
         if (memcmp(before, after, sizeof before) == 0)
+            break;
+        /* Both inputs consumed and the output flushed (or blocked): another turn has
+         * nothing to hand on. The common end of a relayed message. */
+        if (c->state == CS_READY && after[0] == 0 && after[1] == 0)
             break;
     }
     update_watchers(c);
