@@ -344,6 +344,16 @@ int main(int argc, char **argv)
     }
     log_configure(cfg->log.level, cfg->log.format);
     signal(SIGPIPE, SIG_IGN);
+    /* The handled signals stay blocked until the main loop's handlers are installed: every
+     * thread started meanwhile inherits the mask (so only this thread ever gets them), and
+     * a SIGTERM sent as soon as the port accepts (the backlog does, before any worker runs)
+     * waits and drains instead of killing the process. */
+    sigset_t handled, previous;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &handled, &previous);
     rt.started_ms = clock_ms();
     versions_init();
 
@@ -386,13 +396,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    /* Workers inherit a mask without the handled signals, so only this thread gets them. */
-    sigset_t handled, previous;
-    sigemptyset(&handled);
-    sigaddset(&handled, SIGHUP);
-    sigaddset(&handled, SIGTERM);
-    sigaddset(&handled, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &handled, &previous);
     rt.workers = workers;
     rt.n_workers = n_workers;
     rt.config_path = opts.config_path;
@@ -406,7 +409,6 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
     log_info("pgstash %s listening on %s:%d, upstream %s, redis %s:%d/%d, %d workers, cache %s "
              "(%s)",
              PGSTASH_VERSION, cfg->listen.host, cfg->listen.port, snap->upstream_desc,
@@ -420,6 +422,7 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sigterm);
     ev_signal_init(&sigint, on_sigterm, SIGINT);
     ev_signal_start(loop, &sigint);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL); /* see the block above */
     if (cfg->log.stats_interval_ms > 0) {
         ev_timer_init(&stats_timer, on_stats_timer, cfg->log.stats_interval_ms / 1000.0,
                       cfg->log.stats_interval_ms / 1000.0);

@@ -165,6 +165,26 @@ def test_sigterm_exits_zero(proxy, pg):
     assert proxy.stop() == 0
 
 
+def test_sigterm_right_after_listening_exits_zero(pg, redis):
+    """The workers accept before the main thread's loop runs: a SIGTERM in that window must
+    still drain and exit 0, not kill the process (it did under ASan, where start-up is slow)."""
+    for _ in range(5):
+        px = NoFilePgstash(pg, redis)
+        proc = subprocess.Popen(px.command_line(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: proc.poll() is not None or port_accepts(px.host, px.port),
+                       timeout=30, interval=0.0005, message="pgstash to listen")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, proc.stderr.read().decode(errors="replace")[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+            px.destroy()
+
+
 def test_sigterm_with_idle_client(pgstash_factory, pg):
     px = pgstash_factory({"limits": {"shutdown_grace": "2s"}})
     c = raw_session(px, pg.superuser)
