@@ -23,7 +23,7 @@ import time
 
 import consistency as cc
 import pgwire
-from helpers import raw_session, unique
+from helpers import ClientThreads, raw_session, unique
 from pgstash_harness import free_port, wait_until
 
 
@@ -155,7 +155,7 @@ class DelayProxy:
 Stmt = collections.namedtuple("Stmt", "start dur kind instance ok")
 
 
-class StatementLoad:
+class StatementLoad(ClientThreads):
     """`threads` client threads, each on its own raw session through targets[i % n], each
     owning some rows of `table` (id int PRIMARY KEY, v bigint): a loop of cached reads of any
     row and UPDATEs of its own rows, every statement timed. Every read is checked against the
@@ -174,7 +174,7 @@ class StatementLoad:
         self.timeout = timeout
         self.pause = pause
         self.extra = list(extra)
-        self.stop_ev = threading.Event()
+        self.stop = threading.Event()
         self.lock = threading.Lock()
         self.stmts = []
         self.errors = []
@@ -182,18 +182,6 @@ class StatementLoad:
         self.acked = {}
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True,
                                          name="load-%d" % i) for i in range(threads)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self, join=30):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(join)
-        stuck = [t.name for t in self.threads if t.is_alive()]
-        assert not stuck, "load threads stuck: %s" % stuck
 
     def _record(self, start, kind, inst, ok=True):
         with self.lock:
@@ -214,7 +202,7 @@ class StatementLoad:
                 self.errors.append("thread %d: connect: %r" % (i, e))
             return
         try:
-            while not self.stop_ev.is_set():
+            while not self.stop.is_set():
                 x = rnd.random()
                 if self.extra and x < 0.15:
                     kind, sql = rnd.choice(self.extra)

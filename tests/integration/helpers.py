@@ -105,3 +105,22 @@ def socket_closed(sock, timeout=5.0):
         return True
     except socket.timeout:
         return False
+
+
+class ClientThreads:
+    """What the load generators share: `self.threads` loop until `self.stop` (an Event) is
+    set; finish() sets it, joins them and fails the test if one is stuck."""
+
+    join_timeout = 30
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self, join=None):
+        self.stop.set()
+        for t in self.threads:
+            t.join(self.join_timeout if join is None else join)
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        assert not stuck, "client threads stuck: %s" % stuck

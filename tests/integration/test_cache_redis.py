@@ -16,7 +16,7 @@ import pytest
 
 from cache_helpers import (classify, cleanup, connect3, delta, make_proxy, prefix_of,  # noqa
                            prime, q2, q3, settle)
-from helpers import raw_session
+from helpers import ClientThreads, raw_session
 from pgstash_harness import wait_until
 
 pytestmark = [pytest.mark.proxy_only, pytest.mark.timeout(120)]
@@ -25,7 +25,7 @@ REDIS_TIMEOUT_MS = 100
 LATENCY_BOUND = 3.0   # seconds per statement while Redis is gone (generous: loaded CI boxes)
 
 
-class Workload:
+class Workload(ClientThreads):
     """Client threads through pgstash: a writer that increments a counter and reads it back on
     the same connection (must see exactly its value), a reader on another connection (must
     never see a value older than the last one acknowledged before its read began), and a
@@ -45,17 +45,6 @@ class Workload:
         self.ops = 0
         self.threads = [threading.Thread(target=self._guard, args=(f,), daemon=True)
                         for f in (self._writer, self._reader, self._static_reader)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        assert not any(t.is_alive() for t in self.threads), "a client thread is stuck"
 
     def _timed(self, fn):
         t0 = time.monotonic()

@@ -30,7 +30,7 @@ import pytest
 import pgwire
 from cache_helpers import classify, make_proxy, q2
 from fault_helpers import make_counter_table
-from helpers import raw, unique
+from helpers import ClientThreads, raw, unique
 from pgstash_harness import wait_until
 
 pytestmark = [pytest.mark.proxy_only, pytest.mark.slow]
@@ -100,7 +100,9 @@ def open_session(px, user, app):
         raise Lost("EOF", "closed during start-up", "startup") from None
 
 
-class RestartLoad:
+class RestartLoad(ClientThreads):
+    join_timeout = 2 * CALL_TIMEOUT + 5
+
     def __init__(self, px, user, table, app):
         self.px, self.user, self.table, self.app = px, user, table, app
         self.stop = threading.Event()
@@ -111,17 +113,6 @@ class RestartLoad:
         self.bad = []           # wrong values seen
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(N_THREADS)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(2 * CALL_TIMEOUT + 5)
-        assert not any(t.is_alive() for t in self.threads), "a client thread is stuck"
 
     def _run(self, i):
         own = [r for r in range(1, N_ROWS + 1) if (r - 1) % N_THREADS == i]

@@ -169,7 +169,7 @@ def test_redis_fault_under_load(pg, pgstash_factory, redis_factory, capsys, faul
             assert p.is_running()
     finally:
         if load is not None:
-            load.stop_ev.set()
+            load.stop.set()
         pg.sql("DROP TABLE IF EXISTS %s" % run.table)
         pg.sql("DROP TABLE IF EXISTS %s" % load_table)
 
@@ -248,7 +248,7 @@ def test_slow_redis_never_blocks_the_loop(pg, pgstash_factory, redis_factory, ca
                                             "the slow replies (%s)" % (cached["p99"] * 1000, text))
         assert px.is_running()
     finally:
-        load.stop_ev.set()
+        load.stop.set()
         proxy.stop()
         pg.sql("DROP TABLE IF EXISTS %s" % table)
 
@@ -300,7 +300,7 @@ def test_redis_loading_snapshot_then_hits_resume(pg, pgstash_factory, capsys):
         assert not load.stale, load.stale[:5]
     finally:
         if load is not None:
-            load.stop_ev.set()
+            load.stop.set()
         rs.destroy()
         pg.sql("DROP TABLE IF EXISTS %s" % table)
 
