@@ -624,19 +624,49 @@ void sqlparse_scan_clear(SqlScan *scan)
  */
 #define SHAPE_QUICK '\x02'
 
+/* Byte classes of the quick shape (one table load per byte instead of a chain of tests). */
+enum {
+    QC_OTHER = 0,     /* ends the quick shape: quotes, $, backslash, control, non-ASCII */
+    QC_SPACE = 1,     /* blanks between tokens */
+    QC_IDENT = 2,     /* starts and continues a word */
+    QC_DIGIT = 4,     /* continues a word, starts an integer */
+    QC_DOLLAR = 8,    /* continues a word only */
+    QC_OP = 16,       /* operator characters: a run is one token */
+    QC_PUNCT = 32,    /* one-character tokens */
+};
+#define QC_WORD (QC_IDENT | QC_DIGIT | QC_DOLLAR)
+
+static const unsigned char quick_class[256] = {
+    [' '] = QC_SPACE, ['\t'] = QC_SPACE, ['\n'] = QC_SPACE, ['\r'] = QC_SPACE, ['\f'] = QC_SPACE,
+    ['_'] = QC_IDENT,
+#define R(c) [c] = QC_IDENT, [c - 'a' + 'A'] = QC_IDENT
+    R('a'), R('b'), R('c'), R('d'), R('e'), R('f'), R('g'), R('h'), R('i'), R('j'), R('k'),
+    R('l'), R('m'), R('n'), R('o'), R('p'), R('q'), R('r'), R('s'), R('t'), R('u'), R('v'),
+    R('w'), R('x'), R('y'), R('z'),
+#undef R
+    ['0'] = QC_DIGIT, ['1'] = QC_DIGIT, ['2'] = QC_DIGIT, ['3'] = QC_DIGIT, ['4'] = QC_DIGIT,
+    ['5'] = QC_DIGIT, ['6'] = QC_DIGIT, ['7'] = QC_DIGIT, ['8'] = QC_DIGIT, ['9'] = QC_DIGIT,
+    ['$'] = QC_DOLLAR,
+    ['~'] = QC_OP, ['!'] = QC_OP, ['@'] = QC_OP, ['#'] = QC_OP, ['^'] = QC_OP, ['&'] = QC_OP,
+    ['|'] = QC_OP, ['`'] = QC_OP, ['?'] = QC_OP, ['+'] = QC_OP, ['-'] = QC_OP, ['*'] = QC_OP,
+    ['/'] = QC_OP, ['%'] = QC_OP, ['<'] = QC_OP, ['>'] = QC_OP, ['='] = QC_OP, [':'] = QC_OP,
+    ['('] = QC_PUNCT, [')'] = QC_PUNCT, ['['] = QC_PUNCT, [']'] = QC_PUNCT, [','] = QC_PUNCT,
+    [';'] = QC_PUNCT,
+};
+
 static bool quick_ident_start(unsigned char ch)
 {
-    return (ch | 0x20) >= 'a' && (ch | 0x20) <= 'z' ? true : ch == '_';
+    return quick_class[ch] & QC_IDENT;
 }
 
 static bool quick_ident_cont(unsigned char ch)
 {
-    return quick_ident_start(ch) || (ch >= '0' && ch <= '9') || ch == '$';
+    return quick_class[ch] & QC_WORD;
 }
 
 static bool quick_op_char(unsigned char ch)
 {
-    return strchr("~!@#^&|`?+-*/%<>=:", ch) != NULL && ch != '\0';
+    return quick_class[ch] & QC_OP;
 }
 
 bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, size_t *out_len)
@@ -649,7 +679,7 @@ bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, s
     while (i < len) {
         unsigned char ch = p[i];
         size_t start = i;
-        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f') {
+        if (quick_class[ch] & QC_SPACE) {
             i++;
             continue;
         }
@@ -703,7 +733,7 @@ bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, s
                 return false; /* .5, .. */
             out[at++] = '.';
             i++;
-        } else if (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',' || ch == ';') {
+        } else if (quick_class[ch] & QC_PUNCT) {
             out[at++] = (char)ch;
             i++;
         } else {

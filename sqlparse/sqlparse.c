@@ -1,7 +1,7 @@
 /*
- * sqlparse.c — the library's front door: the memo (exact text ~25 ns, else quick shape or
- * scanner + shape, else full parse ~26 µs; see docs/SQLPARSE.md), reference counting, and the small
- * lookups (built-in volatility, time literals, names).
+ * sqlparse.c — the library's front door: the memo (quick shape, else exact text ~25 ns, else
+ * scanner + shape, else full parse ~26 µs; see docs/SQLPARSE.md), reference counting, and the
+ * small lookups (built-in volatility, time literals, names).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* gettid() */
@@ -28,7 +28,7 @@ typedef struct MemoEntry {
     char key[];
 } MemoEntry;
 
-/* Texts answered by shape are remembered from their second sighting; this many recent
+/* Texts answered by the scanner's shape are remembered from their second sighting; this many recent
  * first sightings are recalled (direct-mapped by hash). */
 #define MEMO_SEEN_SLOTS 4096
 
@@ -291,9 +291,9 @@ static char *normalize(const char *text, size_t len)
 }
 
 /*
- * Remembers a text's analysis under the text. An analysis found by shape is remembered only
- * when the text comes a second time: texts seen once (point reads with their key inlined)
- * would otherwise churn the map and push out the texts that do repeat.
+ * Remembers a text's analysis under the text. An analysis found by the scanner's shape is
+ * remembered only when the text comes a second time: texts seen once (point reads with a
+ * quoted key inlined) would otherwise churn the map and push out the texts that do repeat.
  */
 static void remember_text(SqlMemo *memo, uint64_t hash, const char *text, size_t len,
                           SqlAnalysis *a, bool parsed)
@@ -320,32 +320,41 @@ static SqlAnalysis *shape_lookup(SqlMemo *memo, uint64_t shape_hash, const char 
     return sqlparse_ref(e->analysis);
 }
 
+/* A text's quick shape (sqlparse_quick_shape). */
+typedef struct {
+    uint64_t hash;
+    size_t len;
+    char text[SQLPARSE_QUICK_SHAPE_CAP(SQLPARSE_SHORT_TEXT)];
+} QuickShape;
+
+/* Computes the text's quick shape and its hash. False when the text is not plain. */
+static bool quick_shape(const SqlMemo *memo, const char *text, size_t len, QuickShape *q)
+{
+    if (memo->shape.capacity == 0 || len > SQLPARSE_SHORT_TEXT ||
+        !sqlparse_quick_shape(text, len, q->text, sizeof q->text, &q->len))
+        return false;
+    q->hash = hash_bytes(q->text, q->len, memo->seed);
+    return true;
+}
+
 /*
- * Everything after an exact miss: shape the text (quick shape, else the scanner, which also
- * estimates nesting), look the shape up, parse when that misses too, and remember the result
- * under the text and, when it does not depend on a constant's value, under the shape.
+ * Everything after the memo missed: shape the text with the scanner when the quick shape
+ * did not (the scanner also estimates nesting), look that shape up, parse when it misses
+ * too, and remember the result under the text and, when it does not depend on a constant's
+ * value, under the shape. `quick` is the text's quick shape, already looked up, or NULL.
  */
-static SqlAnalysis *analyze_miss(SqlMemo *memo, const char *text, size_t len, uint64_t hash)
+static SqlAnalysis *analyze_miss(SqlMemo *memo, const char *text, size_t len, uint64_t hash,
+                                 const QuickShape *quick)
 {
     SqlAnalysis *a = NULL;
     SqlScan scan = {0};
-    uint64_t shape_hash = 0;
+    uint64_t shape_hash = quick ? quick->hash : 0;
     bool shareable = false, parsed = false;
-    const char *shape = NULL;
-    size_t shape_len = 0;
-    char quick[SQLPARSE_QUICK_SHAPE_CAP(SQLPARSE_SHORT_TEXT)];
-    char *buf = NULL;
+    const char *shape = quick ? quick->text : NULL;
+    size_t shape_len = quick ? quick->len : 0;
 
     bool want_shape = memo && memo->shape.capacity > 0;
-    if (want_shape && len <= SQLPARSE_SHORT_TEXT &&
-        sqlparse_quick_shape(text, len, quick, sizeof quick, &shape_len)) {
-        shape = quick;
-        shape_hash = hash_bytes(shape, shape_len, memo->seed);
-        if ((a = shape_lookup(memo, shape_hash, shape, shape_len)))
-            goto remember;
-    }
-
-    buf = malloc(len + 1);
+    char *buf = malloc(len + 1);
     if (!buf)
         goto done;
     memcpy(buf, text, len);
@@ -388,6 +397,16 @@ done:
     return a;
 }
 
+/*
+ * The memo's order. A text with a `$` is a driver's parameterised statement: it repeats
+ * verbatim, and the text map answers it for the price of a hash. A plain text without one
+ * may have its constants inlined (point reads), so it is looked up by its quick shape first:
+ * the shape map holds one entry per statement shape and stays in the CPU's caches, while a
+ * text map of one-off texts is cache misses that cost more than shaping the text. Texts found
+ * by quick shape are never remembered by text. The text map serves the rest: parameterised
+ * texts, texts the quick shape declines (it saves the scanner) and analyses that depend on a
+ * constant's value.
+ */
 SqlAnalysis *sqlparse_analyze(SqlMemo *memo, const char *text, size_t len)
 {
     if (!text)
@@ -397,17 +416,24 @@ SqlAnalysis *sqlparse_analyze(SqlMemo *memo, const char *text, size_t len)
         len = (size_t)(nul - text);
     if (!text)
         text = "";
-    uint64_t hash = 0;
-    if (memo) {
-        hash = hash_bytes(text, len, memo->seed);
-        MemoEntry *e = map_find(&memo->exact, hash, text, len);
-        if (e) {
-            memo->exact_hits++;
-            map_touch(&memo->exact, e);
-            return sqlparse_ref(e->analysis);
-        }
+    if (!memo)
+        return analyze_miss(NULL, text, len, 0, NULL);
+
+    QuickShape quick;
+    bool have_quick = !(len && memchr(text, '$', len)) && quick_shape(memo, text, len, &quick);
+    if (have_quick) {
+        SqlAnalysis *a = shape_lookup(memo, quick.hash, quick.text, quick.len);
+        if (a)
+            return a;
     }
-    return analyze_miss(memo, text, len, hash);
+    uint64_t hash = hash_bytes(text, len, memo->seed);
+    MemoEntry *e = map_find(&memo->exact, hash, text, len);
+    if (e) {
+        memo->exact_hits++;
+        map_touch(&memo->exact, e);
+        return sqlparse_ref(e->analysis);
+    }
+    return analyze_miss(memo, text, len, hash, have_quick ? &quick : NULL);
 }
 
 SqlAnalysis *sqlparse_ref(SqlAnalysis *a)

@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = nul ? (size_t)(nul - text) : size;
 
     SqlAnalysis *first = sqlparse_analyze(memo, text, size);
-    SqlAnalysis *again = sqlparse_analyze(memo, text, size); /* exact hit */
+    SqlAnalysis *again = sqlparse_analyze(memo, text, size); /* a hit: by text or quick shape */
     if (!first || again != first)
         abort();
     check_same("memoised", text, len, first, fresh);

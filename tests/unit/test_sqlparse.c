@@ -664,7 +664,8 @@ START_TEST(test_table)
     }
     SqlMemoStats st;
     sqlparse_memo_stats(memo, &st);
-    ck_assert_uint_eq(st.exact_hits, 1);
+    ck_assert_uint_eq(st.exact_hits + st.shape_hits, 1);
+    ck_assert_uint_eq(st.parses, 1);
     sqlparse_memo_free(memo);
 }
 END_TEST
@@ -819,20 +820,29 @@ END_TEST
 
 START_TEST(test_memo_exact_hit)
 {
-    SqlMemo *memo = sqlparse_memo_new(16);
-    const char *sql = "SELECT * FROM users WHERE id = 1";
-    SqlAnalysis *a1 = sqlparse_analyze(memo, sql, strlen(sql));
-    SqlAnalysis *a2 = sqlparse_analyze(memo, sql, strlen(sql));
-    ck_assert_ptr_eq(a1, a2);
-    SqlMemoStats st;
-    sqlparse_memo_stats(memo, &st);
-    ck_assert_uint_eq(st.exact_hits, 1);
-    ck_assert_uint_eq(st.shape_hits, 0);
-    ck_assert_uint_eq(st.parses, 1);
-    ck_assert_uint_eq(st.entries, 1);
-    sqlparse_release(a1);
-    sqlparse_release(a2);
-    sqlparse_memo_free(memo);
+    /* Texts the text map answers: a parameterised statement (drivers repeat it verbatim) and
+     * one the quick shape declines (the quote). */
+    const char *texts[] = {
+        "SELECT * FROM users WHERE id = $1",
+        "SELECT * FROM users WHERE name = 'ann'",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        SqlMemo *memo = sqlparse_memo_new(16);
+        const char *sql = texts[i];
+        SqlAnalysis *a1 = sqlparse_analyze(memo, sql, strlen(sql));
+        SqlAnalysis *a2 = sqlparse_analyze(memo, sql, strlen(sql));
+        ck_assert_ptr_eq(a1, a2);
+        SqlMemoStats st;
+        sqlparse_memo_stats(memo, &st);
+        ck_assert_msg(st.exact_hits == 1, "%s: %llu exact hits", sql,
+                      (unsigned long long)st.exact_hits);
+        ck_assert_uint_eq(st.shape_hits, 0);
+        ck_assert_uint_eq(st.parses, 1);
+        ck_assert_uint_eq(st.entries, 1);
+        sqlparse_release(a1);
+        sqlparse_release(a2);
+        sqlparse_memo_free(memo);
+    }
 }
 END_TEST
 
@@ -863,15 +873,26 @@ START_TEST(test_memo_shape_hit)
     ck_assert_uint_eq(st.parses, 2);
     ck_assert_uint_eq(st.shape_hits, 4); /* texts[2] again: by text, it was parsed */
     ck_assert_uint_eq(st.exact_hits, 1);
-    /* Texts found by shape are remembered by text from their second sighting on. */
     ck_assert_uint_eq(st.entries, 2);
+    /* Texts found by the quick shape are never remembered by text. */
     for (int round = 0; round < 2; round++) {
         SqlAnalysis *a = sqlparse_analyze(memo, texts[1], strlen(texts[1]));
         ck_assert_ptr_eq(a, first);
         sqlparse_release(a);
     }
     sqlparse_memo_stats(memo, &st);
+    ck_assert_uint_eq(st.entries, 2);
+    ck_assert_uint_eq(st.shape_hits, 6);
+    ck_assert_uint_eq(st.exact_hits, 1);
+    /* Texts found by the scanner's shape are, from their second sighting on. */
+    for (int round = 0; round < 2; round++) {
+        SqlAnalysis *a = sqlparse_analyze(memo, texts[3], strlen(texts[3]));
+        ck_assert_ptr_eq(a, commented);
+        sqlparse_release(a);
+    }
+    sqlparse_memo_stats(memo, &st);
     ck_assert_uint_eq(st.entries, 3);
+    ck_assert_uint_eq(st.shape_hits, 7);
     ck_assert_uint_eq(st.exact_hits, 2);
     sqlparse_release(commented);
 
@@ -1127,7 +1148,8 @@ START_TEST(test_memo_lru_eviction)
 {
     SqlMemo *memo = sqlparse_memo_new(2);
     SqlMemoStats st;
-    const char *a = "SELECT * FROM a", *b = "SELECT * FROM b", *c = "SELECT * FROM c";
+    /* Quoted constants: past the quick shape, so the text map answers first. */
+    const char *a = "SELECT 'k' FROM a", *b = "SELECT 'k' FROM b", *c = "SELECT 'k' FROM c";
     sqlparse_release(sqlparse_analyze(memo, a, strlen(a)));
     sqlparse_release(sqlparse_analyze(memo, b, strlen(b)));
     sqlparse_release(sqlparse_analyze(memo, a, strlen(a))); /* a is now the most recent */
@@ -1149,7 +1171,7 @@ START_TEST(test_memo_lru_eviction)
     ck_assert_uint_eq(st.parses, 3);
     ck_assert_uint_eq(st.entries, 2);
     /* Three new shapes push everything out: a comes back only by parsing. */
-    const char *d = "SELECT * FROM d", *e = "SELECT * FROM e", *f = "SELECT * FROM f";
+    const char *d = "SELECT 'k' FROM d", *e = "SELECT 'k' FROM e", *f = "SELECT 'k' FROM f";
     sqlparse_release(sqlparse_analyze(memo, d, strlen(d)));
     sqlparse_release(sqlparse_analyze(memo, e, strlen(e)));
     sqlparse_release(sqlparse_analyze(memo, f, strlen(f)));
@@ -1224,8 +1246,17 @@ START_TEST(test_text_bounds)
     ck_assert_uint_eq(a->n_writes, 0);
     sqlparse_release(a);
     SqlMemoStats st;
+    /* The quick shape and the text map both stop at the NUL. */
+    a = sqlparse_analyze(memo, "SELECT 'x'\0; DROP TABLE users", 29);
+    sqlparse_release(a);
+    a = sqlparse_analyze(memo, "SELECT 'x'\0; DELETE FROM users", 30);
+    ck_assert_int_eq(a->kind, SQL_KIND_READ);
+    ck_assert_uint_eq(a->n_writes, 0);
+    sqlparse_release(a);
     sqlparse_memo_stats(memo, &st);
+    ck_assert_uint_eq(st.shape_hits, 1);
     ck_assert_uint_eq(st.exact_hits, 1);
+    ck_assert_uint_eq(st.parses, 2);
 
     a = sqlparse_analyze(memo, "SELECT 1; DROP TABLE users", 8);
     ck_assert_int_eq(a->n_statements, 1);
