@@ -28,8 +28,8 @@ typedef struct MemoEntry {
     char key[];
 } MemoEntry;
 
-/* Texts answered by the scanner's shape are remembered from their second sighting; this many recent
- * first sightings are recalled (direct-mapped by hash). */
+/* Texts answered by the scanner's shape are remembered from their second sighting; this
+ * many recent first sightings are recalled (direct-mapped by hash). */
 #define MEMO_SEEN_SLOTS 4096
 
 /* A bounded LRU hash map from byte strings to analyses. */

@@ -24,6 +24,7 @@ dies is noted and restarted so the other cells still run. Ctrl-C stops everythin
 
 import argparse
 import fnmatch
+import math
 import os
 import shlex
 import statistics
@@ -438,6 +439,35 @@ class Bench:
                 rows.append(row)
         return markdown(hdr, rows, right=set(range(3, len(hdr))))
 
+    def paired_table(self):
+        """pgstash against PgBouncer, round by round. Rounds run the targets back to back, so
+        the ratio within a round cancels most of the machine's drift; the spread of those ratios
+        says how far apart the two really are. Needs three rounds or more."""
+        if self.a.rounds < 3:
+            return None
+        rows = []
+        for w, m, ts in self.cells:
+            peer = self.results.get((w, m, "pgbouncer"))
+            if peer is None or not peer.ok:
+                continue
+            for name in ts:
+                c = self.results.get((w, m, name))
+                if not name.startswith("pgstash") or c is None or not c.ok:
+                    continue
+                logs = [math.log(x.tps / y.tps) for x, y in zip(c.rounds, peer.rounds)
+                        if x.tps and y.tps]
+                if len(logs) < 3:
+                    continue
+                mean = statistics.mean(logs)
+                half = 2 * statistics.stdev(logs) / math.sqrt(len(logs))
+                rows.append([w, m, name, str(len(logs)), "%.3f" % math.exp(mean),
+                             "%.3f – %.3f" % (math.exp(mean - half), math.exp(mean + half)),
+                             "%.2f – %.2f" % (math.exp(min(logs)), math.exp(max(logs)))])
+        if not rows:
+            return None
+        return markdown(["workload", "mode", "target", "rounds", "×pgbouncer (paired)",
+                         "95% interval", "range"], rows, right={3, 4, 5, 6})
+
     def pgstash_table(self):
         if not self.final:
             return ""
@@ -477,6 +507,11 @@ class Bench:
                          a.warmup, a.scale))
         lines.append("")
         lines.append(self.table())
+        paired = self.paired_table()
+        if paired:
+            lines += ["", "pgstash ÷ PgBouncer round by round (geometric mean of the per-round "
+                      "ratios, ±2 standard errors; an interval that holds 1.0 is a tie):", "",
+                      paired]
         pt = self.pgstash_table()
         if pt:
             lines += ["", "pgstash after the run (whole run, warm-ups included; RSS from "
