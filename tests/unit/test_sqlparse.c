@@ -846,6 +846,17 @@ START_TEST(test_memo_exact_hit)
 }
 END_TEST
 
+/* Analyses `text` `times` times through `memo`, expecting `want` every time. */
+static void expect_memo_answer(SqlMemo *memo, const char *text, const SqlAnalysis *want,
+                               int times)
+{
+    for (int i = 0; i < times; i++) {
+        SqlAnalysis *a = sqlparse_analyze(memo, text, strlen(text));
+        ck_assert_msg(a == want, "%s: another analysis", text);
+        sqlparse_release(a);
+    }
+}
+
 START_TEST(test_memo_shape_hit)
 {
     SqlMemo *memo = sqlparse_memo_new(16);
@@ -875,21 +886,13 @@ START_TEST(test_memo_shape_hit)
     ck_assert_uint_eq(st.exact_hits, 1);
     ck_assert_uint_eq(st.entries, 2);
     /* Texts found by the quick shape are never remembered by text. */
-    for (int round = 0; round < 2; round++) {
-        SqlAnalysis *a = sqlparse_analyze(memo, texts[1], strlen(texts[1]));
-        ck_assert_ptr_eq(a, first);
-        sqlparse_release(a);
-    }
+    expect_memo_answer(memo, texts[1], first, 2);
     sqlparse_memo_stats(memo, &st);
     ck_assert_uint_eq(st.entries, 2);
     ck_assert_uint_eq(st.shape_hits, 6);
     ck_assert_uint_eq(st.exact_hits, 1);
     /* Texts found by the scanner's shape are, from their second sighting on. */
-    for (int round = 0; round < 2; round++) {
-        SqlAnalysis *a = sqlparse_analyze(memo, texts[3], strlen(texts[3]));
-        ck_assert_ptr_eq(a, commented);
-        sqlparse_release(a);
-    }
+    expect_memo_answer(memo, texts[3], commented, 2);
     sqlparse_memo_stats(memo, &st);
     ck_assert_uint_eq(st.entries, 3);
     ck_assert_uint_eq(st.shape_hits, 7);
