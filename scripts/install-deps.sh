@@ -67,7 +67,8 @@ if [ ! -e "$policy" ]; then
     "${sudo[@]}" chmod +x "$policy"
     created_policy=1
 fi
-cleanup() { [ "$created_policy" -eq 1 ] && "${sudo[@]}" rm -f "$policy"; }
+# An if, not `[ ] && rm`: a false test as the trap's last command would become the exit status.
+cleanup() { if [ "$created_policy" -eq 1 ]; then "${sudo[@]}" rm -f "$policy"; fi; }
 trap cleanup EXIT
 
 # Try with the package lists we have; refresh them only when that fails.
