@@ -246,7 +246,13 @@ class Bench:
         bl.need("pgbench")
         self.run = bl.RunDir("run", keep=a.keep)
         bl.log("bench: run directory %s" % self.run.path)
-        self.pg = bl.Postgres(self.run)
+        # shared_buffers plus PostgreSQL's other shared memory (~20 MB at 200 connections).
+        self.huge = bl.HugePages(bl.SHARED_BUFFERS_MB // 2 + 24)
+        if self.huge.reserve():
+            self.started.append(self.huge.release)
+        else:
+            bl.log("bench: PostgreSQL runs on %s" % self.huge.describe())
+        self.pg = bl.Postgres(self.run, huge_pages=self.huge.added > 0)
         bl.log("bench: PostgreSQL on port %d: initdb" % self.pg.port)
         self.pg.start()
         self.started.append(self.pg.stop)
@@ -553,7 +559,8 @@ class Bench:
             "bypasses); Pgpool-II: SHOW POOL_CACHE). `×peer` is pgstash's TPS divided by the "
             "peer's in the same cell.",
             "",
-            "Set-up: PostgreSQL (fsync=off, synchronous_commit=off, shared_buffers=256MB), "
+            "Set-up: PostgreSQL (fsync=off, synchronous_commit=off, shared_buffers=256MB, "
+            "shared memory on %s), "
             "PgBouncer session mode (pool 20), Pgpool-II raw mode over the one backend "
             "(connection cache on, no load balancing, num_init_children=%d, max_pool=1, "
             "memory_cache_enabled=on, memqcache_method=shmem, "
@@ -561,7 +568,7 @@ class Bench:
             "(no persistence, maxmemory 512mb, allkeys-lru), pgstash (default_ttl 1h, log "
             "info, one key_prefix per instance), all on 127.0.0.1; pgbench runs -n (no vacuum) "
             "through each target with the same -c/-j; every target is warmed per cell, then "
-            "rounds interleave the targets." % (self.a.clients + 4)]
+            "rounds interleave the targets." % (self.huge.describe(), self.a.clients + 4)]
         return "\n".join(head) + "\n" + body + "\n" + "\n".join(legend) + "\n"
 
 
