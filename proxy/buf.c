@@ -38,10 +38,8 @@ bool iobuf_reserve(IoBuf *b, size_t need)
     return true;
 }
 
-bool iobuf_append(IoBuf *b, const void *p, size_t n)
+bool iobuf_append_slow(IoBuf *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return true;
     if (!iobuf_reserve(b, n))
         return false;
     memcpy(b->data + b->end, p, n);

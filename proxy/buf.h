@@ -33,8 +33,22 @@ static inline uint8_t *iobuf_head(const IoBuf *b)
 /* Makes room for `need` more bytes after end (compacting or growing). False on OOM. */
 bool iobuf_reserve(IoBuf *b, size_t need) __attribute__((warn_unused_result));
 
-/* Appends bytes; false on out-of-memory (buffer unchanged). */
-bool iobuf_append(IoBuf *b, const void *p, size_t n) __attribute__((warn_unused_result));
+/* iobuf_append when the block must grow or be compacted first. */
+bool iobuf_append_slow(IoBuf *b, const void *p, size_t n) __attribute__((warn_unused_result));
+
+/* Appends bytes; false on out-of-memory (buffer unchanged). Inline: every relayed message
+ * takes this path, and it almost always fits. */
+__attribute__((warn_unused_result)) static inline bool iobuf_append(IoBuf *b, const void *p,
+                                                                   size_t n)
+{
+    if (n == 0)
+        return true;
+    if (b->cap - b->end < n)
+        return iobuf_append_slow(b, p, n);
+    memcpy(b->data + b->end, p, n);
+    b->end += n;
+    return true;
+}
 
 /* Marks n bytes at the head consumed; resets to the block start when empty. */
 void iobuf_consume(IoBuf *b, size_t n);

@@ -227,6 +227,37 @@ static Stmt *local_find(const LocalStmts *l, const char *name)
 
 /* --- bookkeeping of what the server now has ------------------------------------------------ */
 
+/* A Parse sent to (or answered for) the server: the session learns the statement. */
+static void apply_parse(Client *c, const PgParseMsg *pm, const uint8_t *msg, size_t msg_len,
+                        bool on_server)
+{
+    Session *s = &c->req.session;
+    Stmt *old = session_stmt(s, pm->name);
+    if (!on_server && pm->name[0] && old)
+        return; /* a duplicate name goes to the server; never answered locally */
+    if (old && old->parse_len == msg_len && memcmp(old->parse_msg, msg, msg_len) == 0) {
+        old->on_server |= on_server; /* the same Parse again (drivers' unnamed one) */
+        return;
+    }
+    SqlAnalysis *a = sqlparse_analyze(c->worker->memo, pm->query, pm->query_len);
+    Stmt *st = a ? stmt_new(msg, msg_len, a, on_server) : NULL;
+    sqlparse_release(a);
+    if (!st || !session_put_stmt(s, pm->name, st))
+        strmap_remove(&s->stmts, pm->name);
+}
+
+/* A Bind: the session learns which statement the portal runs. */
+static void apply_bind(Client *c, const PgBindMsg *bm)
+{
+    Session *s = &c->req.session;
+    const char *bound = strmap_get(&s->portals, bm->portal);
+    if (bound && strcmp(bound, bm->stmt) == 0)
+        return; /* bound to the same statement again */
+    char *stmt = strdup(bm->stmt);
+    if (!stmt || !strmap_put(&s->portals, bm->portal, stmt))
+        free(stmt);
+}
+
 /* Remembers what a message sent to (or answered for) the server changes in the session. */
 static void apply_message(Client *c, char type, const uint8_t *msg, size_t msg_len,
                           bool on_server)
@@ -237,32 +268,14 @@ static void apply_message(Client *c, char type, const uint8_t *msg, size_t msg_l
     switch (type) {
     case 'P': {
         PgParseMsg pm;
-        if (!pg_parse_parse(payload, plen, &pm))
-            return;
-        Stmt *old = session_stmt(s, pm.name);
-        if (!on_server && pm.name[0] && old)
-            return; /* a duplicate name goes to the server; never answered locally */
-        if (old && old->parse_len == msg_len && memcmp(old->parse_msg, msg, msg_len) == 0) {
-            old->on_server |= on_server; /* the same Parse again (drivers' unnamed one) */
-            return;
-        }
-        SqlAnalysis *a = sqlparse_analyze(c->worker->memo, pm.query, pm.query_len);
-        Stmt *st = a ? stmt_new(msg, msg_len, a, on_server) : NULL;
-        sqlparse_release(a);
-        if (!st || !session_put_stmt(s, pm.name, st))
-            strmap_remove(&s->stmts, pm.name);
+        if (pg_parse_parse(payload, plen, &pm))
+            apply_parse(c, &pm, msg, msg_len, on_server);
         return;
     }
     case 'B': {
         PgBindMsg bm;
-        if (!pg_parse_bind(payload, plen, &bm))
-            return;
-        const char *bound = strmap_get(&s->portals, bm.portal);
-        if (bound && strcmp(bound, bm.stmt) == 0)
-            return; /* bound to the same statement again */
-        char *stmt = strdup(bm.stmt);
-        if (!stmt || !strmap_put(&s->portals, bm.portal, stmt))
-            free(stmt);
+        if (pg_parse_bind(payload, plen, &bm))
+            apply_bind(c, &bm);
         return;
     }
     case 'C': {
@@ -1131,13 +1144,43 @@ void request_catalog_ready(Client *c)
 
 /* --- sending a unit to the server ----------------------------------------------------------- */
 
+/*
+ * Client messages on their way to the server. Consecutive messages of a unit lie next to each
+ * other in c_in, so they are appended to s_out in one piece; anything pgstash puts in front of
+ * a message (the Parse of a statement the server never saw) first flushes what came before.
+ */
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+} SendRun;
+
+static bool send_run_flush(Client *c, SendRun *run)
+{
+    bool ok = run->n == 0 || server_send(c, run->p, run->n);
+    run->n = 0;
+    return ok;
+}
+
+static bool send_run_add(Client *c, SendRun *run, const uint8_t *msg, size_t len)
+{
+    if (run->n && run->p + run->n == msg) {
+        run->n += len;
+        return true;
+    }
+    if (!send_run_flush(c, run))
+        return false;
+    run->p = msg;
+    run->n = len;
+    return true;
+}
+
 /* Puts the Parse of a statement the server never saw in front of a message naming it. */
-static bool inject_parse(Client *c, const char *name)
+static bool inject_parse(Client *c, SendRun *run, const char *name)
 {
     Stmt *st = session_stmt(&c->req.session, name);
     if (!st || st->on_server)
         return true;
-    if (!server_send(c, st->parse_msg, st->parse_len) ||
+    if (!send_run_flush(c, run) || !server_send(c, st->parse_msg, st->parse_len) ||
         !add_expect(&c->req, EXP_PARSE_SWALLOW, -1))
         return false;
     st->on_server = true;
@@ -1149,24 +1192,25 @@ static bool inject_parse(Client *c, const char *name)
  * server never saw, parse it there in a unit of its own (Parse + Sync, both answers
  * swallowed), so the Query finds it as it would have without the cache.
  */
-static bool inject_parse_synced(Client *c, const char *name)
+static bool inject_parse_synced(Client *c, SendRun *run, const char *name)
 {
     Stmt *st = session_stmt(&c->req.session, name);
     if (!st || st->on_server)
         return true;
     static const uint8_t sync[5] = {'S', 0, 0, 0, 4};
-    if (!inject_parse(c, name) || !server_send(c, sync, sizeof sync) ||
+    if (!inject_parse(c, run, name) || !server_send(c, sync, sizeof sync) ||
         !add_expect(&c->req, EXP_SYNC_SWALLOW, -1))
         return false;
     return true;
 }
 
 /*
- * Sends one client message of the current unit to the server: statements the server lacks
- * are parsed first, the expected answers are recorded, and the session learns what the
- * server now has. `exec_cursor` numbers the unit's Executes for capture.
+ * Sends one client message of the current unit to the server (through `run`): statements the
+ * server lacks are parsed first, the expected answers are recorded, and the session learns
+ * what the server now has. `exec_cursor` numbers the unit's Executes for capture.
  */
-static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec_cursor)
+static bool forward_message(Client *c, SendRun *run, const uint8_t *msg, size_t len,
+                            int *exec_cursor)
 {
     Request *r = &c->req;
     Session *s = &r->session;
@@ -1178,23 +1222,29 @@ static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec
     switch (type) {
     case 'P': {
         PgParseMsg pm;
-        if (pg_parse_parse(payload, plen, &pm) && pm.name[0])
-            ok = inject_parse(c, pm.name); /* so that a duplicate name fails as it should */
-        ok = ok && add_expect(r, EXP_PARSE, -1);
-        break;
+        bool parsed = pg_parse_parse(payload, plen, &pm);
+        if (parsed && pm.name[0])
+            ok = inject_parse(c, run, pm.name); /* so that a duplicate name fails as it should */
+        ok = ok && add_expect(r, EXP_PARSE, -1) && send_run_add(c, run, msg, len);
+        if (ok && parsed)
+            apply_parse(c, &pm, msg, len, true);
+        return ok;
     }
     case 'B': {
         PgBindMsg bm;
-        if (pg_parse_bind(payload, plen, &bm))
-            ok = inject_parse(c, bm.stmt);
-        ok = ok && add_expect(r, EXP_BIND, -1);
-        break;
+        bool parsed = pg_parse_bind(payload, plen, &bm);
+        if (parsed)
+            ok = inject_parse(c, run, bm.stmt);
+        ok = ok && add_expect(r, EXP_BIND, -1) && send_run_add(c, run, msg, len);
+        if (ok && parsed)
+            apply_bind(c, &bm);
+        return ok;
     }
     case 'D': {
         PgTargetMsg t;
         bool parsed = pg_parse_target(payload, plen, &t);
         if (parsed && t.kind == 'S') {
-            ok = inject_parse(c, t.name) && add_expect(r, EXP_DESC_STMT, -1);
+            ok = inject_parse(c, run, t.name) && add_expect(r, EXP_DESC_STMT, -1);
         } else {
             /* Describe of a portal: its RowDescription belongs to the next Execute. */
             ok = add_expect(r, EXP_DESC_PORTAL, *exec_cursor < r->n_execs ? *exec_cursor : -1);
@@ -1233,12 +1283,12 @@ static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec
         else if (pg_parse_query(payload, plen, &text, &tlen))
             a = sqlparse_analyze(c->worker->memo, text, tlen);
         if (a && a->execute_name)
-            ok = inject_parse_synced(c, a->execute_name);
+            ok = inject_parse_synced(c, run, a->execute_name);
         if (ok && a && a->deallocate_name && a->deallocate_name[0])
-            ok = inject_parse_synced(c, a->deallocate_name);
+            ok = inject_parse_synced(c, run, a->deallocate_name);
         note_statement(c, a);
         sqlparse_release(a);
-        ok = add_expect(r, EXP_QUERY, exec);
+        ok = ok && add_expect(r, EXP_QUERY, exec);
         session_unnamed_gone(s);
         break;
     }
@@ -1249,12 +1299,17 @@ static bool forward_message(Client *c, const uint8_t *msg, size_t len, int *exec
     default:
         break;
     }
-    if (!ok)
-        return false;
-    if (!server_send(c, msg, len))
+    if (!ok || !send_run_add(c, run, msg, len))
         return false;
     apply_message(c, type, msg, len, true);
     return true;
+}
+
+/* One client message outside a collected unit, straight to the server. */
+static bool forward_one(Client *c, const uint8_t *msg, size_t len, int *exec_cursor)
+{
+    SendRun run = {0};
+    return forward_message(c, &run, msg, len, exec_cursor) && send_run_flush(c, &run);
 }
 
 /* Bookkeeping for ReadyForQuery accounting of a forwarded message. */
@@ -1315,13 +1370,16 @@ static void forward_unit(Client *c, int reason)
         }
     }
     int cursor = 0;
+    SendRun run = {0};
     UnitIter it;
     unit_iter_init(&it, c);
     while (unit_next(&it)) {
-        if (!forward_message(c, it.msg, it.msg_len, &cursor))
+        if (!forward_message(c, &run, it.msg, it.msg_len, &cursor))
             return;
         note_forwarded(c, it.type);
     }
+    if (!send_run_flush(c, &run))
+        return;
     iobuf_consume(&c->c_in, r->collect_len);
     r->collect_len = 0;
     request_set_state(c, REQ_SERVER);
@@ -1372,7 +1430,7 @@ static bool start_unit(Client *c, const Frame *f)
          * judges them. */
         int cursor = 0;
         r->extended = f->type != 'F';
-        if (!forward_message(c, f->p, f->n, &cursor))
+        if (!forward_one(c, f->p, f->n, &cursor))
             return false;
         iobuf_consume(&c->c_in, f->n);
         note_forwarded(c, f->type);
@@ -1443,7 +1501,7 @@ void request_client_input(Client *c)
         }
         if (c->replication || streaming) {
             int cursor = r->n_execs;
-            if (!forward_message(c, f.p, f.n, &cursor))
+            if (!forward_one(c, f.p, f.n, &cursor))
                 return;
             iobuf_consume(&c->c_in, f.n);
             note_forwarded(c, f.type);
@@ -1509,8 +1567,8 @@ static void note_tag(Request *r, const uint8_t *p, size_t n)
 {
     const char *tag = (const char *)p + 5;
     size_t len = n - 5;
-    if (len == 0 || tag[len - 1] != 0)
-        return;
+    if (len == 0 || tag[len - 1] != 0 || (tag[0] != 'C' && tag[0] != 'P' && tag[0] != 'R'))
+        return; /* most tags (SELECT n, INSERT 0 n …) need no comparison */
     if (strcmp(tag, "COMMIT") == 0 || strcmp(tag, "PREPARE TRANSACTION") == 0 ||
         strcmp(tag, "COMMIT PREPARED") == 0)
         r->saw_commit = true;
