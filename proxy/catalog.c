@@ -505,6 +505,7 @@ static char *next_wanted(int64_t *wait_ms)
 
 static void *catalog_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pgstash-catalog");
     pthread_mutex_lock(&lock);
     while (!stopping) {
         int64_t wait_ms;

@@ -107,6 +107,7 @@ static void check_once(void)
 
 static void *health_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pgstash-health");
     pthread_mutex_lock(&lock);
     while (!stopping) {
         pthread_mutex_unlock(&lock);

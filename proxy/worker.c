@@ -254,6 +254,9 @@ static void on_after_poll(struct ev_loop *loop, ev_check *ch, int revents)
 static void *worker_main(void *arg)
 {
     Worker *w = arg;
+    char name[16]; /* what top -H and ps -L show: which worker burns the CPU */
+    snprintf(name, sizeof name, "pgstash-w%d", w->index);
+    pthread_setname_np(pthread_self(), name);
     ev_run(w->loop, 0);
     reap_dead(w);
     store_free(w->store);

@@ -4,6 +4,7 @@ errors for bad files, --listen/--upstream/--redis overrides, running without a f
 (exit 0) and SIGHUP (reload without dropping anyone; a bad file keeps the old config).
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -158,6 +159,19 @@ def test_runs_without_config_file(pg, redis):
 def test_logs_to_stderr(proxy, pg):
     assert_serves(proxy, pg.superuser)
     assert proxy.log_text().strip(), "nothing logged at level info"
+
+
+def test_threads_are_named(pgstash_factory, pg):
+    """top -H and ps -L tell an operator which thread burns the CPU: one pgstash-wN per
+    worker and the catalog reader."""
+    px = pgstash_factory({"workers": 2})
+    assert_serves(px, pg.superuser)
+    task_dir = "/proc/%d/task" % px.proc.pid
+    names = set()
+    for tid in os.listdir(task_dir):
+        with open(os.path.join(task_dir, tid, "comm")) as f:
+            names.add(f.read().strip())
+    assert {"pgstash-w0", "pgstash-w1", "pgstash-catalog"} <= names, names
 
 
 def test_sigterm_exits_zero(proxy, pg):
