@@ -51,6 +51,13 @@ all: $(BIN)
 deps:
 	@bash scripts/install-deps.sh build
 
+# main.c prints the git revision (--version, the start-up log, the bench report): rebuild it
+# whenever HEAD moves, not only when main.c changes.
+GITREV_STAMP := $(OBJDIR)/gitrev
+$(shell mkdir -p $(OBJDIR); echo '$(GITREV)' | cmp -s - $(GITREV_STAMP) 2>/dev/null || \
+        echo '$(GITREV)' > $(GITREV_STAMP))
+$(MAIN_OBJ): $(GITREV_STAMP)
+
 $(BIN): $(MAIN_OBJ) $(PROXY_OBJ) $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
