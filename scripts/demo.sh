@@ -105,7 +105,11 @@ cleanup() {
     trap - INT TERM EXIT
     say "stopping..."
     if pid_alive "$PGSTASH_PID"; then
-        kill -TERM "$PGSTASH_PID" 2>/dev/null || true
+        # A Ctrl-C on the terminal reaches pgstash too, and it drains on it: a TERM now would
+        # be a second signal, which makes pgstash exit at once instead.
+        if [ "$interrupted" -eq 0 ] || ! wait_gone "$PGSTASH_PID" 5; then
+            kill -TERM "$PGSTASH_PID" 2>/dev/null || true
+        fi
         wait_gone "$PGSTASH_PID" 10 || kill -KILL "$PGSTASH_PID" 2>/dev/null || true
     fi
     if pid_alive "$REDIS_PID"; then
@@ -121,8 +125,9 @@ cleanup() {
     say "PostgreSQL, Redis and pgstash stopped (logs are in $DEMO until the next run)"
     exit "$rc"
 }
+interrupted=0
 trap cleanup EXIT
-trap 'exit 130' INT
+trap 'interrupted=1; exit 130' INT
 trap 'exit 143' TERM
 
 # --- PostgreSQL -----------------------------------------------------------------------------
