@@ -5,13 +5,16 @@
 # 127.0.0.1:6432 with its logs on the terminal. Ctrl-C (or pgstash exiting) stops all three,
 # by PID. As root, PostgreSQL runs as the unprivileged `postgres` OS user.
 #
-#   scripts/demo.sh            (PGSTASH_BIN=/path/to/pgstash to run another build)
+#   scripts/demo.sh            (PGSTASH_BIN=/path/to/pgstash to run another build;
+#                               PGSTASH_DEMO_PORT and PGSTASH_DEMO_DIR move it elsewhere,
+#                               as tests/integration/test_demo.py does)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DEMO=$ROOT/.demo
+DEMO=${PGSTASH_DEMO_DIR:-$ROOT/.demo}
 BIN=${PGSTASH_BIN:-$ROOT/pgstash}
-LISTEN_PORT=6432
+LISTEN_PORT=${PGSTASH_DEMO_PORT:-6432}
+MARKER=.pgstash-demo   # in every folder this script made: the only ones it empties
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -86,8 +89,15 @@ if port_in_use "$LISTEN_PORT"; then
     fi
 fi
 stop_leftovers
+# The folder is recreated on every run; one this script did not make is never emptied.
+if [ -d "$DEMO" ] && [ ! -e "$DEMO/$MARKER" ] && [ "$DEMO" != "$ROOT/.demo" ] &&
+    [ -n "$(ls -A "$DEMO")" ]; then
+    die "$DEMO is not empty and was not made by this script: choose another PGSTASH_DEMO_DIR"
+fi
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
+DEMO=$(cd "$DEMO" && pwd)
+touch "$DEMO/$MARKER"
 
 # --- cleanup, by PID --------------------------------------------------------------------------
 
