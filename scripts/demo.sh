@@ -64,6 +64,12 @@ free_port() {
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 
+# The folder is recreated on every run; one this script did not make is never touched.
+if [ -d "$DEMO" ] && [ ! -e "$DEMO/$MARKER" ] && [ "$DEMO" != "$ROOT/.demo" ] &&
+    [ -n "$(ls -A "$DEMO")" ]; then
+    die "$DEMO is not empty and was not made by this script: choose another PGSTASH_DEMO_DIR"
+fi
+
 # --- a previous demo that was not shut down (killed terminal, SIGKILL) ---------------------
 
 stop_leftovers() {
@@ -89,11 +95,6 @@ if port_in_use "$LISTEN_PORT"; then
     fi
 fi
 stop_leftovers
-# The folder is recreated on every run; one this script did not make is never emptied.
-if [ -d "$DEMO" ] && [ ! -e "$DEMO/$MARKER" ] && [ "$DEMO" != "$ROOT/.demo" ] &&
-    [ -n "$(ls -A "$DEMO")" ]; then
-    die "$DEMO is not empty and was not made by this script: choose another PGSTASH_DEMO_DIR"
-fi
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
 DEMO=$(cd "$DEMO" && pwd)

@@ -85,3 +85,16 @@ def test_demo_serves_caches_and_stops_on_ctrl_c(tmp_path):
         for p in pids:
             if pid_alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_demo_never_empties_a_folder_it_did_not_make(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "precious").write_text("keep me")
+    env = dict(os.environ, PGSTASH_BIN=str(pgstash_binary()),
+               PGSTASH_DEMO_PORT=str(free_port()), PGSTASH_DEMO_DIR=str(foreign))
+    p = subprocess.run(["bash", str(DEMO)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "not made by this script" in p.stderr, p.stderr
+    assert (foreign / "precious").read_text() == "keep me"
