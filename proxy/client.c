@@ -295,6 +295,7 @@ static bool want_client_read(const Client *c)
 {
     switch (c->state) {
     case CS_STARTUP:
+    case CS_CONNECTING: /* only to see it leave: its bytes wait in c_in for CS_AUTH */
     case CS_AUTH:
     case CS_READY:
     case CS_ADMIN_AUTH:
@@ -552,6 +553,19 @@ static bool parse_startup_params(Client *c, const uint8_t *p, size_t len)
     return true;
 }
 
+/*
+ * True when the client has already closed (or reset) its side. A client that sends its
+ * StartupMessage and closes at once (a load balancer's check, a crashed app) must not cost
+ * PostgreSQL a backend: hundreds of them queue in the postmaster's accept backlog ahead of
+ * real logins. Not asked for a CancelRequest, which is sent and closed by design.
+ */
+static bool peer_closed(int fd)
+{
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* Keeps the first packet (startup or cancel) for the upstream and starts connecting. */
 static void connect_with_packet(Client *c, const uint8_t *p, size_t len, ClientState next)
 {
@@ -617,6 +631,10 @@ static void handle_startup(Client *c)
         if (strcmp(c->database, ADMIN_DATABASE) == 0) {
             iobuf_consume(&c->c_in, len);
             admin_begin(c);
+            return;
+        }
+        if (peer_closed(c->cfd)) {
+            client_close(c, "client disconnected before authentication");
             return;
         }
         LOG_AT(LOG_DEBUG, c->ident, "startup");

@@ -1,6 +1,8 @@
 """
 Clients that misbehave or vanish (issue 6, "Fault injection"):
 
+  - gone before authentication: a StartupMessage whose client has already closed costs
+    PostgreSQL no backend, while a CancelRequest sent and closed at once still cancels;
   - vanishing mid-query (a long pg_sleep), mid-write (the statement commits after the client
     is gone: its invalidation must still happen), mid-COPY FROM (rolled back: nothing
     committed, nothing to invalidate) and mid-COPY after CopyDone (committed: invalidated),
@@ -17,6 +19,7 @@ Clients that misbehave or vanish (issue 6, "Fault injection"):
     and PostgreSQL's backends are gone.
 """
 
+import socket
 import struct
 import threading
 import time
@@ -64,6 +67,57 @@ def test_vanish_mid_query(pg, pgstash_factory, how):
     wait_until(lambda: not app_backends(pg, app), timeout=15,
                message="the vanished client's backend to exit")
     assert_serves(px, pg.superuser)
+
+
+def _send_and_close_at_once(px, packet):
+    """Sends `packet` and the FIN in one segment (TCP_CORK), so pgstash finds the client
+    gone when it reads the packet, as with a load balancer's check or a crashed app."""
+    c = raw(px)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    c.send_raw(packet)
+    c.sock.shutdown(socket.SHUT_WR)
+    return c
+
+
+def test_startup_then_gone_costs_no_backend(pg, pgstash_factory):
+    """A StartupMessage whose client has already closed is not logged in to PostgreSQL:
+    hundreds of those would queue in the postmaster's backlog ahead of real logins (seen as
+    10-second logins in the 2,000-cycle test below). PostgreSQL logs every authorized
+    backend with its application_name (log_connections), so the log tells."""
+    px = quiet_proxy(pgstash_factory)
+    app = unique("gone")
+    for _ in range(20):
+        c = _send_and_close_at_once(px, startup_bytes(pg.superuser, "test",
+                                                      {"application_name": app}))
+        try:
+            msgs, closed, _ = read_all_or_eof(c, timeout=5)
+            assert closed and msgs == [], msgs
+        finally:
+            c.close()
+    wait_idle(px, timeout=5)
+    # The same packet from a client that stays gets its session (and its log line).
+    with raw_session(px, pg.superuser, params={"application_name": app}) as c:
+        c.simple_query("SELECT 1", timeout=10)
+    marker = "application_name=" + app
+    wait_until(lambda: marker in pg.log_text(), timeout=5, message="the session's log line")
+    assert pg.log_text().count(marker) == 1, "a gone client was logged in to PostgreSQL"
+
+
+def test_cancel_sent_and_closed_at_once_still_cancels(pg, pgstash_factory):
+    """A CancelRequest is sent and closed by design (JDBC does not wait): unlike a start-up,
+    it must still reach PostgreSQL when its client has already gone."""
+    px = quiet_proxy(pgstash_factory)
+    app = unique("cgone")
+    with raw_session(px, pg.superuser, params={"application_name": app}) as c:
+        c.query("SELECT pg_sleep(30)")
+        wait_until(lambda: app_backends(pg, app), timeout=10, message="the backend to be busy")
+        time.sleep(0.2)
+        k = _send_and_close_at_once(px, struct.pack("!iiii", 16, 80877102, c.backend_pid,
+                                                    c.backend_secret))
+        k.close()
+        msgs = c.read_until_ready(timeout=10)
+        errors = [m for m in msgs if m.type == "E"]
+        assert len(errors) == 1 and errors[0].sqlstate == "57014", msgs
 
 
 def test_vanish_mid_write_still_invalidates(pg, pgstash_factory, cleanup):
@@ -381,10 +435,11 @@ def test_connect_disconnect_cycles_leave_nothing(pg, pgstash_factory, capsys):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_startup_then_close_does_not_grow_rss(pg, pgstash_factory, capsys):
-    """A client sends its StartupMessage and closes at once (pgstash is still connecting to
-    PostgreSQL for it): hundreds pile up at once, and glibc kept their freed buffers in the
-    workers' arenas (RSS +4 MB per 2,000) until pgstash trimmed after such crowds. Two
-    batches of 2,000: after each, the RSS must be back near the baseline (within 2 MB)."""
+    """A client sends its StartupMessage and closes at once (pgstash drops it without
+    connecting when the close came with the packet, or is still connecting to PostgreSQL for
+    it): hundreds pile up at once, and glibc kept their freed buffers in the workers' arenas
+    (RSS +4 MB per 2,000) until pgstash trimmed after such crowds. Two batches of 2,000:
+    after each, the RSS must be back near the baseline (within 2 MB)."""
     px = quiet_proxy(pgstash_factory)
     app = unique("stc")
 
