@@ -27,8 +27,18 @@ static bool check_postgres(const Config *cfg, char *why, size_t len)
 {
     char port[16];
     snprintf(port, sizeof port, "%d", cfg->upstream.port);
-    const char *keys[] = {"host", "port", "dbname", "connect_timeout", "gssencmode", NULL};
-    const char *values[] = {cfg->upstream.host, port, "postgres", "2", "disable", NULL};
+    /* As the catalog reader: a role that exists. The OS user running pgstash may not be one,
+     * and PostgreSQL would log "FATAL: role ... does not exist" for every ping. */
+    const char *keys[] = {"host",           "port",       "dbname",           "user",
+                          "connect_timeout", "gssencmode", "application_name", NULL};
+    const char *values[] = {cfg->upstream.host,
+                            port,
+                            cfg->catalog.dbname ? cfg->catalog.dbname : "postgres",
+                            cfg->catalog.user,
+                            "2",
+                            "disable",
+                            "pgstash-health",
+                            NULL};
     PGPing p = PQpingParams(keys, values, 0);
     switch (p) {
     case PQPING_OK:

@@ -5,7 +5,8 @@ and Pgpool-II's query cache, on one machine, in one run.
 
 It starts throwaway servers under .bench/ (see benchlib.py), initialises `pgbench -i -s 10`, and
 for every workload × protocol mode warms every target, then measures it in rounds interleaved
-across targets (round 1: A B C D, round 2: A B C D, …) so machine drift hits all alike. Every
+across targets (round 1: A B C D, round 2: D C B A, …) so machine drift and each target's
+position after another hit all alike. Every
 run is `pgbench -c 8 -j 2 -n -M MODE -T DURATION --log` on every target, so pgbench's own CPU
 cost is the same everywhere. It prints one table — TPS (median of rounds), average and p99
 latency (from the per-transaction logs), failed transactions, hit ratio, pgstash's TPS ratio to
@@ -385,7 +386,11 @@ class Bench:
                     if not r.ok:
                         self.results[(w, m, name)].errors.append(("warm-up", r))
             for rnd in range(1, a.rounds + 1):
-                for name in ts:
+                # Every other round runs the targets in reverse: a target that always ran
+                # right after another (PgBouncer after direct, pgstash after Pgpool-II) would
+                # carry what that one leaves behind (backends exiting or idle, caches) into
+                # every one of its rounds.
+                for name in (ts if rnd % 2 else ts[::-1]):
                     cell = self.results[(w, m, name)]
                     before = self.counters(name)
                     r = self.one(w, m, name, a.duration, logdir, "round %d" % rnd)
@@ -568,7 +573,7 @@ class Bench:
             "(no persistence, maxmemory 512mb, allkeys-lru), pgstash (default_ttl 1h, log "
             "info, one key_prefix per instance), all on 127.0.0.1; pgbench runs -n (no vacuum) "
             "through each target with the same -c/-j; every target is warmed per cell, then "
-            "rounds interleave the targets." % (self.huge.describe(), self.a.clients + 4)]
+            "rounds interleave the targets, every other round in reverse order." % (self.huge.describe(), self.a.clients + 4)]
         return "\n".join(head) + "\n" + body + "\n" + "\n".join(legend) + "\n"
 
 

@@ -286,3 +286,17 @@ def test_healthz_follows_postgres(pgstash_factory, pg_factory):
     c = px.connect()
     assert q2(c, "SELECT 1") == [(1,)]
     c.close()
+
+
+def test_health_pings_leave_postgres_log_clean(pgstash_factory, pg_factory):
+    """The ~2 s upstream ping logs in as the catalog reader (a role that exists), named
+    pgstash-health: pinging as the OS user running pgstash made PostgreSQL log
+    'FATAL: role "root" does not exist' every two seconds."""
+    pgp = pg_factory()
+    px = ops_proxy(pgstash_factory, pg=pgp)
+    wait_health(px, 200)
+    marker = "application_name=pgstash-health"
+    wait_until(lambda: pgp.log_text().count(marker) >= 2, timeout=10,
+               message="two health pings in PostgreSQL's log")
+    fatal = [line for line in pgp.log_text().splitlines() if "FATAL" in line]
+    assert not fatal, fatal[:3]
