@@ -348,6 +348,15 @@ class Bench:
             return (c[0], c[0] + c[1]) if c else None
         return None
 
+    @staticmethod
+    def proxy_cpu(tg):
+        """CPU seconds the proxy has used so far (None for PostgreSQL direct): what it takes
+        from the machine's cores per transaction is the cost that TPS on a saturated machine
+        measures only through noise."""
+        if tg.kind == "direct" or tg.proc is None or tg.proc.poll() is not None:
+            return None
+        return bl.group_cpu_seconds(tg.proc.pid)
+
     def one(self, w, m, name, duration, logdir, phase):
         tg = self.targets[name]
         where = "%s %s %s" % (w, m, phase)
@@ -355,8 +364,12 @@ class Bench:
             r = bl.PgbenchResult()
             r.error = "target down"
             return r
+        cpu0 = self.proxy_cpu(tg)
         r = bl.pgbench(self.run, tg.port, WORKLOADS[w], m, duration=duration,
                        clients=self.a.clients, threads=self.a.threads, logdir=logdir)
+        cpu1 = self.proxy_cpu(tg)
+        if cpu0 is not None and cpu1 is not None and r.ok and r.txns:
+            r.proxy_us = (cpu1 - cpu0) / r.txns * 1e6
         if r.error and r.error.startswith("timeout"):
             bl.log("bench: %s hung in %s; restarting it" % (name, where))
             self.notes.append("%s: pgbench hung in %s and was killed after %ds; %s restarted."
@@ -421,7 +434,8 @@ class Bench:
     def table(self):
         present = {t for _, _, ts in self.cells for t in ts}
         peers = [p for p in PEERS if p in present]
-        hdr = ["workload", "mode", "target", "TPS", "avg ms", "p99 ms", "failed", "hit %"]
+        hdr = ["workload", "mode", "target", "TPS", "avg ms", "p99 ms", "failed", "hit %",
+               "CPU µs/tx"]
         hdr += ["×" + p for p in peers]
         rows = []
         for w, m, ts in self.cells:
@@ -439,6 +453,8 @@ class Bench:
                 row.append(str(failed))
                 row.append("%.1f" % (100.0 * c.hits / c.lookups) if c.have_hits and c.lookups
                            else "-")
+                cpu = c.median("proxy_us")
+                row.append("%.1f" % cpu if cpu is not None else "-")
                 for p in peers:
                     pc = self.results.get((w, m, p))
                     if not name.startswith("pgstash"):
@@ -561,7 +577,10 @@ class Bench:
             "failed transactions\" over the rounds; ERR means pgbench aborted, timed out or the "
             "target died (see Notes). `hit %` is the share of cache lookups answered from "
             "cache during the measured rounds (pgstash: /stats hits ÷ (hits + misses + "
-            "bypasses); Pgpool-II: SHOW POOL_CACHE). `×peer` is pgstash's TPS divided by the "
+            "bypasses); Pgpool-II: SHOW POOL_CACHE). `CPU µs/tx` is the proxy's own CPU time "
+            "(user + system, all its threads and processes, Redis not included) per "
+            "transaction, median over the rounds: on a saturated machine every microsecond of "
+            "it is taken from PostgreSQL and pgbench. `×peer` is pgstash's TPS divided by the "
             "peer's in the same cell.",
             "",
             "Set-up: PostgreSQL (fsync=off, synchronous_commit=off, shared_buffers=256MB, "

@@ -115,6 +115,22 @@ def group_members(pgid):
     return out
 
 
+def group_cpu_seconds(pgid):
+    """User + system CPU seconds used so far by the live members of process group pgid (all
+    their threads; Pgpool-II's children included), or None when the group is empty."""
+    total, seen = 0, False
+    for pid in group_members(pgid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+        seen = True
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 def kill_group_leftovers(pgid):
     """SIGKILLs what is left in the group of a process we started once its leader is gone,
     e.g. Pgpool-II children whose parent was SIGKILLed. A PGID cannot be handed out again
@@ -870,6 +886,7 @@ class PgbenchResult:
         self.aborted = 0         # clients that aborted on an error
         self.avg_ms = None
         self.p99_ms = None
+        self.proxy_us = None     # the proxy's CPU microseconds per transaction (bench.py)
         self.returncode = None
         self.stderr = ""
 
