@@ -6,10 +6,10 @@ and Pgpool-II's query cache, on one machine, in one run.
 It starts throwaway servers under .bench/ (see benchlib.py), initialises `pgbench -i -s 10`, and
 for every workload × protocol mode warms every target, then measures it in rounds interleaved
 across targets (round 1: A B C D, round 2: D C B A, …) so machine drift and each target's
-position after another hit all alike. Every
-run is `pgbench -c 8 -j 2 -n -M MODE -T DURATION --log` on every target, so pgbench's own CPU
-cost is the same everywhere. It prints one table — TPS (median of rounds), average and p99
-latency (from the per-transaction logs), failed transactions, hit ratio, pgstash's TPS ratio to
+position after another hit all alike. Every run is `pgbench -c 8 -j 2 -n -M MODE -T DURATION
+--log` on every target, so pgbench's own CPU cost is the same everywhere. It prints one table —
+TPS (median of rounds), average and p99 latency (from the per-transaction logs), failed
+transactions, hit ratio, the proxy's CPU time per transaction, pgstash's TPS ratio to
 each peer — then pgstash's hit ratio and RSS after the run, and writes the same as Markdown,
 with the command, machine and versions, to .bench/last-run.md.
 
@@ -592,7 +592,8 @@ class Bench:
             "(no persistence, maxmemory 512mb, allkeys-lru), pgstash (default_ttl 1h, log "
             "info, one key_prefix per instance), all on 127.0.0.1; pgbench runs -n (no vacuum) "
             "through each target with the same -c/-j; every target is warmed per cell, then "
-            "rounds interleave the targets, every other round in reverse order." % (self.huge.describe(), self.a.clients + 4)]
+            "rounds interleave the targets, every other round in reverse order."
+            % (self.huge.describe(), self.a.clients + 4)]
         return "\n".join(head) + "\n" + body + "\n" + "\n".join(legend) + "\n"
 
 
