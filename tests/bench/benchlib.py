@@ -78,57 +78,51 @@ def server_user():
 # Process bookkeeping
 # --------------------------------------------------------------------------------------------
 
-def proc_starttime(pid):
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
+        with open("/proc/%s/stat" % pid) as f:
             data = f.read()
-        return int(data[data.rindex(")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
+        return data[data.rindex(")") + 2:].split()
+    except (OSError, ValueError):
+        return None
+
+
+def proc_starttime(pid):
+    fields = proc_stat(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
 def pid_alive(pid):
     """True if the PID exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _group_stats(pgid):
+    """(pid, stat fields) of the live (not zombie) processes whose process group is pgid."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        fields = proc_stat(d)
+        if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            yield int(d), fields
 
 
 def group_members(pgid):
     """PIDs (not zombies) whose process group is pgid. Every process we start leads its own
     session, so its group holds exactly what it forked (e.g. Pgpool-II's children)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2:].split()
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            out.append(int(d))
-    return out
+    return [pid for pid, _ in _group_stats(pgid)]
 
 
 def group_cpu_seconds(pgid):
     """User + system CPU seconds used so far by the live members of process group pgid (all
     their threads; Pgpool-II's children included), or None when the group is empty."""
-    total, seen = 0, False
-    for pid in group_members(pgid):
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                data = f.read()
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-        seen = True
-    return total / os.sysconf("SC_CLK_TCK") if seen else None
+    ticks = [int(f[11]) + int(f[12]) for _, f in _group_stats(pgid)]
+    return sum(ticks) / os.sysconf("SC_CLK_TCK") if ticks else None
 
 
 def kill_group_leftovers(pgid):

@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+import pgwire
 from cache_helpers import cleanup, make_proxy, prime, q2  # noqa: F401 (fixture)
 from fault_helpers import (app_backends, read_all_or_eof, rss_slack_kb, startup_bytes,
                            wait_fds_at_most, wait_idle)
@@ -112,7 +113,7 @@ def test_cancel_sent_and_closed_at_once_still_cancels(pg, pgstash_factory):
         c.query("SELECT pg_sleep(30)")
         wait_until(lambda: app_backends(pg, app), timeout=10, message="the backend to be busy")
         time.sleep(0.2)
-        k = _send_and_close_at_once(px, struct.pack("!iiii", 16, 80877102, c.backend_pid,
+        k = _send_and_close_at_once(px, struct.pack("!iiii", 16, pgwire.CANCEL_REQUEST_CODE, c.backend_pid,
                                                     c.backend_secret))
         k.close()
         msgs = c.read_until_ready(timeout=10)
