@@ -547,6 +547,8 @@ Config *config_defaults(void)
     cfg->limits.idle_timeout_ms = 0;
     cfg->limits.max_client_conn = 10000;
     cfg->limits.shutdown_grace_ms = 30 * MS_SECOND;
+    cfg->limits.server_idle_timeout_ms = 0;
+    cfg->limits.server_lifetime_ms = 3600 * MS_SECOND;
 
     if (!cfg->cache.key_prefix) {
         free(cfg);
@@ -1033,7 +1035,8 @@ static WUR bool load_limits(Loader *ld, const YDocNode *map)
 {
     static const char *const keys[] = {"max_message_bytes", "max_startup_bytes",
                                        "auth_timeout",      "client_idle_timeout",
-                                       "max_client_conn",   "shutdown_grace"};
+                                       "max_client_conn",   "shutdown_grace",
+                                       "server_idle_timeout", "server_lifetime"};
     int seen[N_OF(keys)] = {0};
     Config *cfg = ld->cfg;
     const YDocNode *v;
@@ -1070,9 +1073,18 @@ static WUR bool load_limits(Loader *ld, const YDocNode *map)
             ok =
                 load_int(ld, v, "limits.max_client_conn", 1, 1000000, &cfg->limits.max_client_conn);
             break;
-        default:
+        case 5:
             ok = load_duration(ld, v, "limits.shutdown_grace", 0, MS_MAX,
                                &cfg->limits.shutdown_grace_ms);
+            break;
+        case 6:
+            ok = load_duration(ld, v, "limits.server_idle_timeout", 0, MS_MAX,
+                               &cfg->limits.server_idle_timeout_ms);
+            break;
+        default:
+            /* Zero would keep nothing: that is server_idle_timeout: 0. */
+            ok = load_duration(ld, v, "limits.server_lifetime", 1, MS_MAX,
+                               &cfg->limits.server_lifetime_ms);
             break;
         }
         if (!ok)

@@ -119,6 +119,12 @@ typedef struct Config {
                                       half-sent message is always bounded by auth/idle */
         int max_client_conn;       /* limits.max_client_conn: default 10000 */
         int64_t shutdown_grace_ms; /* limits.shutdown_grace: default 30s (SIGTERM drain) */
+        int64_t server_idle_timeout_ms; /* limits.server_idle_timeout: default 0 = a server
+                                           connection closes with its client; else how long
+                                           a password-less login's server connection waits
+                                           for the next client with the same start-up packet */
+        int64_t server_lifetime_ms;     /* limits.server_lifetime: default 1h; an older server
+                                           connection is closed, not kept */
     } limits;
 
     struct {

@@ -224,6 +224,7 @@ static void show_stats(AdminResult *r)
         {"bad_entries", t.bad_entries, true},
         {"protocol_errors", t.protocol_errors, true},
         {"upstream_errors", t.upstream_errors, true},
+        {"server_reuses", t.server_reuses, true},
         {"hit_p50_us", t.hit_p50_us, false},
         {"hit_p99_us", t.hit_p99_us, false},
         {"miss_p50_us", t.miss_p50_us, false},
@@ -437,6 +438,10 @@ static void show_config(Client *c, AdminResult *r)
     row2(r, "limits.max_client_conn", v);
     duration(v, sizeof v, cfg->limits.shutdown_grace_ms);
     row2(r, "limits.shutdown_grace", v);
+    duration(v, sizeof v, cfg->limits.server_idle_timeout_ms);
+    row2(r, "limits.server_idle_timeout", v);
+    duration(v, sizeof v, cfg->limits.server_lifetime_ms);
+    row2(r, "limits.server_lifetime", v);
     v[0] = 0;
     for (size_t i = 0; i < cfg->admin.n_users; i++) {
         size_t at = strlen(v);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "proxy/admin.h"
+#include "proxy/idleserver.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -124,6 +125,7 @@ void client_free(Client *c)
     request_free(&c->req);
     admin_free(c->admin);
     free(c->startup);
+    bw_free(&c->greeting);
     free(c->user);
     free(c->database);
     free(c);
@@ -173,6 +175,32 @@ void client_close(Client *c, const char *why)
     worker_park_client(c->worker, c);
 }
 
+bool client_keep_server(Client *c)
+{
+    const Config *cfg = cfg_of(c);
+    if (!c->keepable || c->greeting.len == 0 || c->state != CS_READY || c->sfd < 0 ||
+        c->orphaned || c->terminate_sent || c->server_errored || !request_is_idle(&c->req) ||
+        iobuf_len(&c->s_in) != 0 || iobuf_len(&c->s_out) != 0 ||
+        cfg->limits.server_idle_timeout_ms == 0 || atomic_load(&rt.shutting_down) ||
+        clock_ms() - c->server_born_ms >= cfg->limits.server_lifetime_ms)
+        return false;
+    ServerLogin login = {.startup = c->startup,
+                         .startup_len = c->startup_len,
+                         .greeting = c->greeting.data,
+                         .greeting_len = c->greeting.len,
+                         .born_ms = c->server_born_ms};
+    c->startup = NULL;
+    c->startup_len = 0;
+    memset(&c->greeting, 0, sizeof c->greeting);
+    ev_io_stop(c->worker->loop, &c->s_rd);
+    ev_io_stop(c->worker->loop, &c->s_wr);
+    int fd = c->sfd;
+    c->sfd = -1; /* still counted in rt.servers: it is open, kept */
+    idleserver_keep(c->worker, fd, &login);
+    client_close(c, "client left; its server connection is kept");
+    return true;
+}
+
 /*
  * The client went away. A write PostgreSQL is already running commits all the same, so
  * before closing, its answer is awaited (and thrown away) and its tables are invalidated:
@@ -180,6 +208,8 @@ void client_close(Client *c, const char *why)
  */
 static void client_vanished(Client *c, const char *why)
 {
+    if (client_keep_server(c))
+        return;
     if (c->state != CS_READY || c->sfd < 0 || c->orphaned || !request_write_in_flight(&c->req)) {
         client_close(c, why);
         return;
@@ -436,9 +466,20 @@ static void server_connected(Client *c)
         if (!server_send(c, c->startup, c->startup_len))
             return;
     }
+    c->server_born_ms = clock_ms();
+    if (c->keepable)
+        return; /* the key to find this connection again once kept */
     free(c->startup);
     c->startup = NULL;
     c->startup_len = 0;
+}
+
+static void watch_server(Client *c, int fd)
+{
+    c->sfd = fd;
+    ev_io_init(&c->s_rd, on_server_read, fd, EV_READ);
+    ev_io_init(&c->s_wr, on_server_write, fd, EV_WRITE);
+    c->s_rd.data = c->s_wr.data = c;
 }
 
 static void server_connect(Client *c)
@@ -455,11 +496,8 @@ static void server_connect(Client *c)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     }
-    c->sfd = fd;
+    watch_server(c, fd);
     atomic_fetch_add(&rt.servers, 1);
-    ev_io_init(&c->s_rd, on_server_read, fd, EV_READ);
-    ev_io_init(&c->s_wr, on_server_write, fd, EV_WRITE);
-    c->s_rd.data = c->s_wr.data = c;
     int rc = connect(fd, (const struct sockaddr *)&snap->upstream, snap->upstream_len);
     if (rc < 0 && errno != EINPROGRESS) {
         int err = errno;
@@ -581,6 +619,35 @@ static void connect_with_packet(Client *c, const uint8_t *p, size_t len, ClientS
     server_connect(c);
 }
 
+/*
+ * Serves the login from a kept server connection opened with the same StartupMessage: the
+ * client gets that login's answer (AuthenticationOk .. ReadyForQuery) at once. False when
+ * none is kept.
+ */
+static bool take_kept_server(Client *c, const uint8_t *p, size_t len)
+{
+    ServerLogin login;
+    int fd = idleserver_take(c->worker, p, len, &login);
+    if (fd < 0)
+        return false;
+    watch_server(c, fd);
+    c->startup = login.startup;
+    c->startup_len = login.startup_len;
+    c->greeting.data = login.greeting;
+    c->greeting.len = c->greeting.cap = login.greeting_len;
+    c->greeting_msgs = 1;
+    c->server_born_ms = login.born_ms;
+    iobuf_consume(&c->c_in, len);
+    if (!client_send(c, c->greeting.data, c->greeting.len))
+        return true;
+    STAT_INC(c->worker->stats.server_reuses);
+    c->req.tx_status = 'I';
+    client_set_state(c, CS_READY);
+    ev_timer_stop(c->worker->loop, &c->timer);
+    LOG_AT(LOG_DEBUG, c->ident, "authenticated on a kept server connection");
+    return true;
+}
+
 /* Handles the client's first packet(s) in CS_STARTUP. */
 static void handle_startup(Client *c)
 {
@@ -637,6 +704,9 @@ static void handle_startup(Client *c)
             client_close(c, "client disconnected before authentication");
             return;
         }
+        c->keepable = !c->replication && cfg->limits.server_idle_timeout_ms > 0;
+        if (c->keepable && take_kept_server(c, p, len))
+            return;
         LOG_AT(LOG_DEBUG, c->ident, "startup");
         connect_with_packet(c, p, len, CS_CONNECTING);
         return;
@@ -678,6 +748,21 @@ static void relay_auth_client(Client *c)
     }
 }
 
+/* Records the server's login answer while it may still be replayed to a later client. */
+static void record_greeting(Client *c, const Frame *f)
+{
+    if (!idleserver_greeting_ok((char)f->type, f->p, f->n, c->greeting_msgs++)) {
+        c->keepable = false;
+        bw_free(&c->greeting);
+        return;
+    }
+    bw_put(&c->greeting, f->p, f->n);
+    if (c->greeting.failed) {
+        c->keepable = false;
+        bw_free(&c->greeting);
+    }
+}
+
 static void relay_auth_server(Client *c)
 {
     while (c->state == CS_AUTH && iobuf_len(&c->c_out) < OUT_HIGH) {
@@ -694,6 +779,8 @@ static void relay_auth_server(Client *c)
         c->s_need = 0;
         if (!client_send(c, f.p, f.n))
             break;
+        if (c->keepable)
+            record_greeting(c, &f);
         iobuf_consume(&c->s_in, f.n);
         if (f.type == 'E') {
             c->server_errored = true;

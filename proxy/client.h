@@ -43,8 +43,13 @@ struct Client {
     IoBuf s_in, s_out;         /* bytes from / to the server */
     PgFramer c_framer;         /* splits client bytes into messages */
     PgFramer s_framer;         /* splits server bytes into messages */
-    uint8_t *startup;          /* the startup packet, forwarded once connected */
+    uint8_t *startup;          /* the startup packet, forwarded once connected (kept while
+                                  the server may be kept: see idleserver.h) */
     size_t startup_len;
+    bool keepable;             /* the server may be kept for the next client (so far) */
+    ByteWriter greeting;       /* the server's login answer, recorded while keepable */
+    size_t greeting_msgs;      /* messages in it */
+    int64_t server_born_ms;    /* clock_ms() when the server connection was opened */
     char *user;                /* from the startup packet */
     char *database;            /* from the startup packet (defaults to user) */
     size_t c_need;             /* bytes c_in must hold before the next frame can be handled */
@@ -73,6 +78,13 @@ void client_set_state(Client *c, ClientState state);
 
 /* Closes both sockets and parks the client (safe to call twice). */
 void client_close(Client *c, const char *why);
+
+/*
+ * The client is leaving between statements (Terminate, or EOF): when its server connection
+ * may serve the next client (limits.server_idle_timeout), hands it to the worker's kept
+ * connections and closes the client. False (nothing done) otherwise.
+ */
+bool client_keep_server(Client *c);
 
 /* Sends ErrorResponse(severity, sqlstate, message) to the client, then closes. */
 void client_fail(Client *c, const char *sqlstate, const char *fmt, ...)

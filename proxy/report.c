@@ -89,6 +89,7 @@ void report_totals(Worker *const *ws, int n, StatsTotals *t)
         t->bad_entries += LOAD(s->bad_entries);
         t->protocol_errors += LOAD(s->protocol_errors);
         t->upstream_errors += LOAD(s->upstream_errors);
+        t->server_reuses += LOAD(s->server_reuses);
         for (int r = 0; r < STATS_MAX_REASONS; r++) {
             uint64_t v = LOAD(s->bypasses[r]);
             t->bypasses[r] += v;
@@ -139,6 +140,7 @@ json_t *report_json(Worker *const *ws, int n)
     json_object_set_new(o, "bad_entries", json_integer((json_int_t)t.bad_entries));
     json_object_set_new(o, "protocol_errors", json_integer((json_int_t)t.protocol_errors));
     json_object_set_new(o, "upstream_errors", json_integer((json_int_t)t.upstream_errors));
+    json_object_set_new(o, "server_reuses", json_integer((json_int_t)t.server_reuses));
     json_object_set_new(o, "hit_p50_us", json_integer((json_int_t)t.hit_p50_us));
     json_object_set_new(o, "hit_p99_us", json_integer((json_int_t)t.hit_p99_us));
     json_object_set_new(o, "miss_p50_us", json_integer((json_int_t)t.miss_p50_us));
@@ -272,6 +274,9 @@ void report_prometheus(Worker *const *ws, int n, ByteWriter *out)
                  t.protocol_errors);
     prom_counter(out, "pgstash_upstream_errors_total", "Failed upstream connections.",
                  t.upstream_errors);
+    prom_counter(out, "pgstash_server_reuses_total",
+                 "Logins served by a kept server connection (limits.server_idle_timeout).",
+                 t.server_reuses);
     prom_histogram(out, "pgstash_hit_latency_seconds", "From request to answer, for hits.", ws, n,
                    true);
     prom_histogram(out, "pgstash_miss_latency_seconds",

@@ -1507,6 +1507,9 @@ void request_client_input(Client *c)
             note_forwarded(c, f.type);
             continue;
         }
+        /* A client saying goodbye between statements may leave its server to the next. */
+        if (f.type == 'X' && r->state == REQ_IDLE && client_keep_server(c))
+            return;
         if (r->state == REQ_COLLECT)
             collect(c, &f);
         else if (!start_unit(c, &f))

@@ -35,6 +35,7 @@ typedef struct {
     _Atomic uint64_t bad_entries;    /* stored blobs that failed validation */
     _Atomic uint64_t protocol_errors;/* clients or servers closed for protocol violations */
     _Atomic uint64_t upstream_errors;/* upstream connections that failed */
+    _Atomic uint64_t server_reuses;  /* logins served by a kept server connection */
     Histogram hit_latency;           /* request to answer, for hits */
     Histogram miss_latency;          /* request to ReadyForQuery, for misses */
 } WorkerStats;
@@ -57,6 +58,7 @@ uint64_t hist_quantile(const Histogram *const *hs, size_t n, double q);
 typedef struct {
     uint64_t queries, hits, local_hits, misses, fills, fill_skipped, invalidations, epoch_bumps, writes;
     uint64_t redis_errors, redis_timeouts, bad_entries, protocol_errors, upstream_errors;
+    uint64_t server_reuses;
     uint64_t bypasses[STATS_MAX_REASONS];
     uint64_t bypass_total;
     uint64_t hit_p50_us, hit_p99_us, miss_p50_us, miss_p99_us;

@@ -170,6 +170,7 @@ static void on_accept_retry(struct ev_loop *loop, ev_timer *t, int revents)
 static void drain_step(Worker *w)
 {
     bool past_grace = clock_ms() >= atomic_load(&rt.shutdown_deadline_ms);
+    idleserver_close_all(w);
     Client *c = w->clients;
     while (c) {
         Client *next = c->next;
@@ -235,6 +236,8 @@ static void on_before_block(struct ev_loop *loop, ev_prepare *p, int revents)
     reap_dead(w);
     const Snapshot *snap = runtime_snapshot();
     if (snap != w->snap) {
+        /* Kept connections were opened under the old config (upstream, timeouts). */
+        idleserver_close_all(w);
         w->snap = snap;
         if (w->store)
             store_reconfigure(w->store, snap->cfg);
@@ -315,6 +318,7 @@ void worker_fini(Worker *w)
         client_close(c, "worker finished");
         c = next;
     }
+    idleserver_close_all(w);
     /* Shutting the store down runs every pending Redis callback, so no client is held. */
     store_free(w->store);
     w->store = NULL;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "proxy/buf.h"
+#include "proxy/idleserver.h"
 #include "proxy/runtime.h"
 #include "proxy/stats.h"
 #include "proxy/tablestats.h"
@@ -40,6 +41,7 @@ typedef struct Worker {
     Client *clients;            /* live clients (doubly linked) */
     Client *dead;               /* closed clients waiting to be freed */
     int n_clients;
+    IdleServers idle;           /* server connections kept for the next client */
     Store *store;               /* this worker's Redis connection */
     struct HotTier *tier;       /* this worker's in-process tier (consistency: local) */
     SqlMemo *memo;              /* this worker's statement-analysis memo */

@@ -113,6 +113,10 @@ static void describe(const Config *c, const char *field, char *buf, size_t n)
         snprintf(buf, n, "%d", c->limits.max_client_conn);
     else if (strcmp(field, "limits.shutdown_grace_ms") == 0)
         snprintf(buf, n, "%lld", (long long)c->limits.shutdown_grace_ms);
+    else if (strcmp(field, "limits.server_idle_timeout_ms") == 0)
+        snprintf(buf, n, "%lld", (long long)c->limits.server_idle_timeout_ms);
+    else if (strcmp(field, "limits.server_lifetime_ms") == 0)
+        snprintf(buf, n, "%lld", (long long)c->limits.server_lifetime_ms);
     else if (strcmp(field, "admin.listen") == 0) {
         if (c->admin.listen_set)
             hostport_str(&c->admin.listen, buf, n);
@@ -187,6 +191,8 @@ static const struct {
     {"limits.idle_timeout_ms", "0"},
     {"limits.max_client_conn", "10000"},
     {"limits.shutdown_grace_ms", "30000"},
+    {"limits.server_idle_timeout_ms", "0"},
+    {"limits.server_lifetime_ms", "3600000"},
     {"admin.listen", "unset"},
     {"admin.users", ""},
     {"tables", ""},
@@ -570,6 +576,9 @@ static const struct {
     {"limits: {max_client_conn: 1000000}\n", "limits.max_client_conn", "1000000"},
     {"limits: {shutdown_grace: 0}\n", "limits.shutdown_grace_ms", "0"},
     {"limits: {shutdown_grace: 2m}\n", "limits.shutdown_grace_ms", "120000"},
+    {"limits: {server_idle_timeout: 30s}\n", "limits.server_idle_timeout_ms", "30000"},
+    {"limits: {server_idle_timeout: 0}\n", "limits.server_idle_timeout_ms", "0"},
+    {"limits: {server_lifetime: 10m}\n", "limits.server_lifetime_ms", "600000"},
     /* tables: sorted by name whatever the file's order; -1 = inherit the default */
     {"tables:\n"
      "  products: { ttl: 10m }\n"
@@ -673,7 +682,8 @@ static const struct {
      "x.yaml:2: unknown key 'lvl' in log (expected one of: level, format, stats_interval)"},
     {"limits:\n  max_conn: 1\n",
      "x.yaml:2: unknown key 'max_conn' in limits (expected one of: max_message_bytes, "
-     "max_startup_bytes, auth_timeout, client_idle_timeout, max_client_conn, shutdown_grace)"},
+     "max_startup_bytes, auth_timeout, client_idle_timeout, max_client_conn, shutdown_grace, "
+     "server_idle_timeout, server_lifetime)"},
     {"tables:\n  products: { tll: 10m }\n",
      "x.yaml:2: unknown key 'tll' in tables.products (expected one of: ttl, cache, safe, "
      "also_invalidates)"},
@@ -827,6 +837,8 @@ static const struct {
      "x.yaml:1: limits.max_startup_bytes: 8 is out of range (64..1MB)"},
     {"limits: {auth_timeout: 0}\n",
      "x.yaml:1: limits.auth_timeout: 0 is out of range (1ms..3650d)"},
+    {"limits: {server_lifetime: 0}\n",
+     "x.yaml:1: limits.server_lifetime: 0 is out of range (1ms..3650d)"},
     {"limits: {client_idle_timeout: 3651d}\n",
      "x.yaml:1: limits.client_idle_timeout: invalid duration '3651d' (expected a whole number "
      "with ms, s, m, h or d, e.g. 500ms, 60s, 10m; a bare number is seconds)"},
