@@ -144,23 +144,31 @@ def target_names(a):
 
 
 def parse_pgstash_name(name):
-    rest = name[len("pgstash-w"):]
-    w, _, c = rest.partition("-")
-    if not w.isdigit() or c not in ("", "local", "strict", "off"):
+    """pgstash-wN[-local|-strict|-off][-keep] -> (N, consistency, keep servers)."""
+    w, *flags = name[len("pgstash-w"):].split("-")
+    keep = flags[-1:] == ["keep"]
+    if keep:
+        flags.pop()
+    if not w.isdigit() or len(flags) > 1 or (flags and flags[0] not in ("local", "strict", "off")):
         raise SystemExit("bad pgstash target name %r" % name)
-    return int(w), c or "strict"
+    return int(w), (flags[0] if flags else "strict"), keep
 
 
 def relay_targets(targets):
-    """The targets of a relay workload: pgstash variants with the cache off, no Pgpool-II."""
+    """The targets of a relay workload: pgstash variants with the cache off, each also with
+    kept server connections (-keep: pgbench reconnects every run, and PgBouncer's session
+    pool hands it warm backends), no Pgpool-II."""
     out = []
     for t in targets:
         if t == "pgpool":
             continue
+        names = [t]
         if t.startswith("pgstash-w"):
-            t = "pgstash-w%d-off" % parse_pgstash_name(t)[0]
-        if t not in out:
-            out.append(t)
+            w = parse_pgstash_name(t)[0]
+            names = ["pgstash-w%d-off" % w, "pgstash-w%d-off-keep" % w]
+        for n in names:
+            if n not in out:
+                out.append(n)
     return out
 
 
@@ -284,9 +292,9 @@ class Bench:
             elif name == "pgpool":
                 tg = bl.Pgpool(self.run, self.pg, children=a.clients + 4)
             else:
-                w, c = parse_pgstash_name(name)
+                w, c, keep = parse_pgstash_name(name)
                 tg = bl.Pgstash(self.run, self.pg, self.redis, workers=w, consistency=c,
-                                binary=a.pgstash_bin, name=name)
+                                binary=a.pgstash_bin, name=name, keep_servers=keep)
             bl.log("bench: starting %s on port %d" % (name, tg.port))
             self.targets[name] = tg
             self.started.append(tg.stop)

@@ -790,7 +790,7 @@ class Pgstash:
     kind = "pgstash"
 
     def __init__(self, run, pg, redis, workers=1, consistency="strict", binary=None,
-                 wrapper=(), name=None, log_level="info", ttl="1h"):
+                 wrapper=(), name=None, log_level="info", ttl="1h", keep_servers=False):
         self.run, self.pg, self.redis = run, pg, redis
         self.workers, self.consistency = workers, consistency
         self.name = name or ("pgstash-w%s%s" % (workers, "" if consistency == "strict"
@@ -803,6 +803,7 @@ class Pgstash:
         self.log_path = self.dir / "pgstash.log"
         self.conf_path = self.dir / "pgstash.yaml"
         self.log_level, self.ttl = log_level, ttl
+        self.keep_servers = keep_servers   # limits.server_idle_timeout: kept server connections
         self.proc = None
         self.crashes = 0
 
@@ -824,12 +825,14 @@ class Pgstash:
             "log:\n"
             "  level: %s\n"
             "  stats_interval: 0\n"
+            "limits:\n"
+            "  server_idle_timeout: %s\n"
             "admin:\n"
             "  listen: 127.0.0.1:%d\n" % (
                 self.port, self.pg.port, self.redis.url(), self.workers, self.pg.superuser,
                 "false" if self.consistency == "off" else "true", self.ttl,
                 "strict" if self.consistency == "off" else self.consistency, self.name,
-                self.log_level, self.admin_port))
+                self.log_level, "60s" if self.keep_servers else "0", self.admin_port))
         self.proc = self.run.spawn(self.name, self.wrapper + [self.binary, "-c", self.conf_path],
                                    log_path=self.log_path, cwd=self.dir)
         wait_until(lambda: port_accepts(self.port), timeout,
