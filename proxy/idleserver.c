@@ -182,8 +182,7 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 void idleserver_keep(Worker *w, int fd, ServerLogin *login)
 {
-    static const uint8_t discard_all[] = {'Q', 0, 0, 0, 16, 'D', 'I', 'S', 'C', 'A', 'R',
-                                          'D', ' ', 'A', 'L', 'L', 0};
+    static const char discard_all[] = "Q\0\0\0\020DISCARD ALL"; /* Query, length 16 */
     IdleServer *s = calloc(1, sizeof *s);
     ssize_t n = -1;
     if (s)

@@ -23,11 +23,11 @@ typedef struct IdleServer IdleServer;
 
 /* What a kept connection carries from login to login. */
 typedef struct {
-    uint8_t *startup;      /* the StartupMessage that opened it (the lookup key) */
+    uint8_t *startup; /* the StartupMessage that opened it (the lookup key) */
     size_t startup_len;
-    uint8_t *greeting;     /* AuthenticationOk .. ReadyForQuery, replayed to the next client */
+    uint8_t *greeting; /* AuthenticationOk .. ReadyForQuery, replayed to the next client */
     size_t greeting_len;
-    int64_t born_ms;       /* clock_ms() when it was opened, for limits.server_lifetime */
+    int64_t born_ms; /* clock_ms() when it was opened, for limits.server_lifetime */
 } ServerLogin;
 
 /* A worker's kept connections (most recently kept first). */
