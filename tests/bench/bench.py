@@ -49,7 +49,8 @@ WORKLOADS = {
 }
 DEFAULT_WORKLOADS = ["select_only", "hot_agg", "hot_point", "rw_mix", "churn", "passthrough"]
 # Workloads that measure pgstash as a plain relay: its targets run with cache.enabled false
-# (pgstash-wN-off, whatever --consistency says) next to the peers without a cache.
+# (pgstash-wN-off and pgstash-wN-off-keep, whatever --consistency says) next to the peers
+# without a cache.
 RELAY_WORKLOADS = {"select_only"}
 MODES = ["simple", "extended", "prepared"]
 PEERS = ["direct", "pgbouncer", "pgpool"]
@@ -135,7 +136,7 @@ def target_names(a):
             names.append(t)   # e.g. pgstash-w4-local named directly
         else:
             raise SystemExit("unknown target %r (direct, pgbouncer, pgpool, pgstash, "
-                             "pgstash-wN[-local])" % t)
+                             "pgstash-wN[-local|-off][-keep])" % t)
     out = []
     for n in names:
         if n not in out:
