@@ -748,19 +748,27 @@ static void relay_auth_client(Client *c)
     }
 }
 
+/* The login cannot be kept after all: drop what was held for it (the StartupMessage went out
+ * before the server's first answer). */
+static void not_keepable(Client *c)
+{
+    c->keepable = false;
+    bw_free(&c->greeting);
+    free(c->startup);
+    c->startup = NULL;
+    c->startup_len = 0;
+}
+
 /* Records the server's login answer while it may still be replayed to a later client. */
 static void record_greeting(Client *c, const Frame *f)
 {
     if (!idleserver_greeting_ok((char)f->type, f->p, f->n, c->greeting_msgs++)) {
-        c->keepable = false;
-        bw_free(&c->greeting);
+        not_keepable(c);
         return;
     }
     bw_put(&c->greeting, f->p, f->n);
-    if (c->greeting.failed) {
-        c->keepable = false;
-        bw_free(&c->greeting);
-    }
+    if (c->greeting.failed)
+        not_keepable(c);
 }
 
 static void relay_auth_server(Client *c)
