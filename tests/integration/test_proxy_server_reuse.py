@@ -225,3 +225,25 @@ def test_many_clients_each_get_a_backend_of_their_own(pg, pgstash_factory):
         kept(px)
     wait_until(lambda: px.stats()["server_reuses"] >= 10, timeout=5,
                message="kept connections reused")
+
+
+def test_setting_changed_under_a_kept_backend_closes_it(pg, pgstash_factory):
+    # A reload that changes a reported setting's default: the reset reports the new value, which
+    # is not what the login's answer says, so the backend is closed rather than replayed.
+    px = pgstash_factory(dict(KEEP, log={"level": "debug"}))
+    conn = px.connect(application_name="reuse-test")
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    try:
+        pg.sql("ALTER SYSTEM SET DateStyle = 'SQL, DMY'")
+        pg.sql("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+        conn.close()                 # DISCARD ALL now reports DateStyle = SQL, DMY
+        wait_backend_gone(pg, pid)
+        assert backend_pid(px) != pid
+    finally:
+        pg.sql("ALTER SYSTEM RESET DateStyle")
+        pg.sql("SELECT pg_reload_conf()")
+    assert px.stats()["server_reuses"] == 0
+    assert "a setting differs from the login's" in px.log_text()
