@@ -231,6 +231,7 @@ static void show_stats(AdminResult *r)
         {"miss_p99_us", t.miss_p99_us, false},
         {"clients", (uint64_t)atomic_load(&rt.clients), false},
         {"servers", (uint64_t)atomic_load(&rt.servers), false},
+        {"servers_kept", (uint64_t)atomic_load(&rt.servers_kept), false},
         {"clients_total", atomic_load(&rt.clients_total), true},
         {"uptime_s", (uint64_t)up, false},
     };

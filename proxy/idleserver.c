@@ -24,6 +24,7 @@
 typedef enum {
     IS_RESETTING, /* DISCARD ALL sent, waiting for its ReadyForQuery */
     IS_IDLE,      /* offered to the next client with the same StartupMessage */
+    IS_LEAVING,   /* being closed or handed to a client */
 } IdleState;
 
 struct IdleServer {
@@ -68,6 +69,16 @@ static void unlink_server(IdleServer *s)
     list->count--;
 }
 
+/* The only way to change s->state: the servers_kept gauge counts connections in IS_IDLE. */
+static void set_state(IdleServer *s, IdleState state)
+{
+    if (s->state == IS_IDLE)
+        atomic_fetch_sub(&rt.servers_kept, 1);
+    if (state == IS_IDLE)
+        atomic_fetch_add(&rt.servers_kept, 1);
+    s->state = state;
+}
+
 static void stop_watchers(IdleServer *s)
 {
     ev_io_stop(s->worker->loop, &s->rd);
@@ -79,6 +90,7 @@ static void close_server(IdleServer *s, const char *why)
     LOG_AT(LOG_DEBUG, "idle-server", "closing a kept server connection: %s", why);
     stop_watchers(s);
     unlink_server(s);
+    set_state(s, IS_LEAVING);
     /* Say goodbye so PostgreSQL does not log an unexpected EOF (best effort: a dead
      * backend's socket just refuses it). */
     static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
@@ -125,7 +137,7 @@ static bool handle_message(IdleServer *s, const uint8_t *msg, size_t len, const 
         *why = "the reset did not leave the session idle";
         if (s->state != IS_RESETTING || !s->discarded || len != 6 || msg[5] != 'I')
             return false;
-        s->state = IS_IDLE;
+        set_state(s, IS_IDLE);
         ev_timer_stop(s->worker->loop, &s->timer);
         ev_timer_set(&s->timer,
                      (double)s->worker->snap->cfg->limits.server_idle_timeout_ms / 1000.0, 0.);
@@ -197,7 +209,7 @@ void idleserver_keep(Worker *w, int fd, ServerLogin *login)
     }
     s->worker = w;
     s->fd = fd;
-    s->state = IS_RESETTING;
+    set_state(s, IS_RESETTING);
     s->login = *login;
     memset(login, 0, sizeof *login);
     ev_io_init(&s->rd, on_read, fd, EV_READ);
@@ -227,6 +239,7 @@ int idleserver_take(Worker *w, const uint8_t *startup, size_t len, ServerLogin *
         int fd = s->fd;
         stop_watchers(s);
         unlink_server(s);
+        set_state(s, IS_LEAVING);
         *login = s->login;
         free(s);
         return fd;

@@ -147,6 +147,7 @@ json_t *report_json(Worker *const *ws, int n)
     json_object_set_new(o, "miss_p99_us", json_integer((json_int_t)t.miss_p99_us));
     json_object_set_new(o, "clients", json_integer(atomic_load(&rt.clients)));
     json_object_set_new(o, "servers", json_integer(atomic_load(&rt.servers)));
+    json_object_set_new(o, "servers_kept", json_integer(atomic_load(&rt.servers_kept)));
     json_object_set_new(o, "clients_total", json_integer((json_int_t)atomic_load(&rt.clients_total)));
     json_object_set_new(o, "tables", top_tables(ws, n, 100));
     json_object_set_new(o, "uptime_s",
@@ -283,6 +284,9 @@ void report_prometheus(Worker *const *ws, int n, ByteWriter *out)
                    "From request to ReadyForQuery, for misses.", ws, n, false);
     prom_gauge(out, "pgstash_clients", "Client connections open.", atomic_load(&rt.clients));
     prom_gauge(out, "pgstash_servers", "Upstream connections open.", atomic_load(&rt.servers));
+    prom_gauge(out, "pgstash_servers_kept",
+               "Upstream connections kept for the next client (included in pgstash_servers).",
+               atomic_load(&rt.servers_kept));
     prom_counter(out, "pgstash_clients_total", "Client connections accepted.",
                  atomic_load(&rt.clients_total));
     prom_gauge(out, "pgstash_redis_connected_workers", "Workers connected to Redis.",

@@ -29,6 +29,7 @@ typedef struct {
     _Atomic int64_t shutdown_deadline_ms; /* clock_ms() after which clients are cut */
     _Atomic int clients;                  /* client connections open now */
     _Atomic int servers;                  /* upstream connections open now */
+    _Atomic int servers_kept;             /* of which kept, waiting for a client */
     _Atomic uint64_t clients_total;       /* client connections accepted since start */
     _Atomic uint64_t next_client_id;      /* identities for log lines */
     int64_t started_ms;                   /* clock_ms() at start */

@@ -28,9 +28,10 @@ def backend_pid(px, **kw):
         conn.close()
 
 
-def kept(px):
-    """Waits until the last client's server connection is reset and offered again."""
-    time.sleep(0.2)
+def kept(px, n=1):
+    """Waits until n server connections are reset and offered to the next clients."""
+    wait_until(lambda: px.stats()["servers_kept"] >= n, timeout=10,
+               message="%d kept server connection(s)" % n)
 
 
 def test_off_by_default(proxy):
@@ -114,9 +115,9 @@ def test_password_logins_are_never_kept(pg, pgstash_factory, user, pwattr):
     px = pgstash_factory(KEEP)
     password = getattr(pg, pwattr)
     first = backend_pid(px, user=user, password=password)
-    kept(px)
-    assert backend_pid(px, user=user, password=password) != first
     wait_backend_gone(pg, first)
+    assert backend_pid(px, user=user, password=password) != first
+    assert px.stats()["servers_kept"] == 0
     assert px.stats()["server_reuses"] == 0
 
 
@@ -176,7 +177,8 @@ def test_idle_timeout_closes_the_backend(pg, pgstash_factory):
     pid = backend_pid(px)
     assert pid in pg.backend_pids()
     wait_backend_gone(pg, pid, timeout=10)
-    assert px.stats()["servers"] == 0
+    stats = px.stats()
+    assert (stats["servers"], stats["servers_kept"]) == (0, 0)
 
 
 def test_server_lifetime_bounds_reuse(pg, pgstash_factory):
@@ -222,7 +224,7 @@ def test_many_clients_each_get_a_backend_of_their_own(pg, pgstash_factory):
         assert len(set(pids)) == 5
         for conn in conns:
             conn.close()
-        kept(px)
+        kept(px, 5)
     wait_until(lambda: px.stats()["server_reuses"] >= 10, timeout=5,
                message="kept connections reused")
 
