@@ -236,6 +236,14 @@ int idleserver_take(Worker *w, const uint8_t *startup, size_t len, ServerLogin *
             close_server(s, "server_lifetime");
             return -1;
         }
+        /* Whatever the backend said since the loop last looked (a FATAL and EOF from
+         * pg_terminate_backend, say) would reach the new client: look first. */
+        uint8_t byte;
+        ssize_t n = recv(s->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            close_server(s, "the backend spoke while kept");
+            return -1;
+        }
         int fd = s->fd;
         stop_watchers(s);
         unlink_server(s);
