@@ -635,7 +635,6 @@ static bool take_kept_server(Client *c, const uint8_t *p, size_t len)
     c->startup_len = login.startup_len;
     c->greeting.data = login.greeting;
     c->greeting.len = c->greeting.cap = login.greeting_len;
-    c->greeting_msgs = 1;
     c->server_born_ms = login.born_ms;
     iobuf_consume(&c->c_in, len);
     if (!client_send(c, c->greeting.data, c->greeting.len))

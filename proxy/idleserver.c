@@ -12,6 +12,7 @@
 
 #include "proxy/buf.h"
 #include "proxy/log.h"
+#include "proxy/pgproto.h"
 #include "proxy/runtime.h"
 #include "proxy/worker.h"
 
@@ -36,6 +37,7 @@ struct IdleServer {
     ev_io rd;
     ev_timer timer;
     ServerLogin login;
+    PgFramer framer; /* whole messages only, each at most IN_BYTES - 1 long */
     size_t in_len;
     uint8_t in[IN_BYTES];
 };
@@ -66,7 +68,6 @@ static void unlink_server(IdleServer *s)
     if (s->next)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
-    list->count--;
 }
 
 /* The only way to change s->state: the servers_kept gauge counts connections in IS_IDLE. */
@@ -167,20 +168,21 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     }
     s->in_len += (size_t)n;
     size_t at = 0;
-    while (s->in_len - at >= 5) {
-        uint32_t len = be32(s->in + at + 1);
-        if (len < 4 || len > sizeof s->in - 1) {
+    for (;;) {
+        Frame f;
+        pg_framer_next(&s->framer, s->in + at, s->in_len - at, &f);
+        if (f.kind == FRAME_NEED_MORE)
+            break;
+        if (f.kind != FRAME_MESSAGE) {
             close_server(s, "message too large to keep the connection");
             return;
         }
-        if (s->in_len - at < (size_t)len + 1)
-            break;
         const char *why = NULL;
-        if (!handle_message(s, s->in + at, (size_t)len + 1, &why)) {
+        if (!handle_message(s, f.p, f.n, &why)) {
             close_server(s, why);
             return;
         }
-        at += (size_t)len + 1;
+        at += f.n;
     }
     memmove(s->in, s->in + at, s->in_len - at);
     s->in_len -= at;
@@ -212,6 +214,7 @@ void idleserver_keep(Worker *w, int fd, ServerLogin *login)
     set_state(s, IS_RESETTING);
     s->login = *login;
     memset(login, 0, sizeof *login);
+    pg_framer_init(&s->framer, sizeof s->in - 1, SIZE_MAX); /* nothing is streamed */
     ev_io_init(&s->rd, on_read, fd, EV_READ);
     s->rd.data = s;
     ev_io_start(w->loop, &s->rd);
@@ -222,7 +225,6 @@ void idleserver_keep(Worker *w, int fd, ServerLogin *login)
     if (s->next)
         s->next->prev = s;
     w->idle.head = s;
-    w->idle.count++;
 }
 
 int idleserver_take(Worker *w, const uint8_t *startup, size_t len, ServerLogin *login)

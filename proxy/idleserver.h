@@ -33,7 +33,6 @@ typedef struct {
 /* A worker's kept connections (most recently kept first). */
 typedef struct {
     IdleServer *head;
-    int count;
 } IdleServers;
 
 /*
