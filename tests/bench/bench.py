@@ -54,6 +54,10 @@ DEFAULT_WORKLOADS = ["select_only", "hot_agg", "hot_point", "rw_mix", "churn", "
 RELAY_WORKLOADS = {"select_only"}
 MODES = ["simple", "extended", "prepared"]
 PEERS = ["direct", "pgbouncer", "pgpool"]
+# A second PgBouncer in the relay workloads: PgBouncer against itself, the noise floor that
+# pgstash's ratio to PgBouncer has to be read against (two relays that make the same system
+# calls differ by less than one run's drift).
+CONTROL = "pgbouncer-b"
 SETUP_SECONDS = 30          # initdb, pgbench -i -s 10, starting everything (measured ~15 s)
 RUN_OVERHEAD = 0.2          # pgbench start, connections, log parsing per run (measured ~0.1 s)
 
@@ -170,6 +174,8 @@ def relay_targets(targets):
         for n in names:
             if n not in out:
                 out.append(n)
+    if "pgbouncer" in out:
+        out.append(CONTROL)   # last: its place in the round order is pgstash's, not PgBouncer's
     return out
 
 
@@ -184,6 +190,11 @@ def plan(a):
             if ts:
                 cells.append((w, m, ts))
     return cells
+
+
+def compared(name):
+    """Targets whose ratios to the peers are reported: pgstash's, and the control's."""
+    return name.startswith("pgstash") or name == CONTROL
 
 
 def match(pattern, w, m, t):
@@ -284,12 +295,12 @@ class Bench:
             self.redis.start()
             self.started.append(self.redis.stop)
             self.versions["Redis"] = self.redis.version()
-        order = PEERS + sorted(t for t in needed if t.startswith("pgstash"))
+        order = PEERS + [CONTROL] + sorted(t for t in needed if t.startswith("pgstash"))
         for name in [t for t in order if t in needed]:
             if name == "direct":
                 tg = bl.Direct(self.pg)
-            elif name == "pgbouncer":
-                tg = bl.PgBouncer(self.run, self.pg)
+            elif name in ("pgbouncer", CONTROL):
+                tg = bl.PgBouncer(self.run, self.pg, name=name)
             elif name == "pgpool":
                 tg = bl.Pgpool(self.run, self.pg, children=a.clients + 4)
             else:
@@ -308,7 +319,7 @@ class Bench:
                 self.notes.append("%s did not start, its cells are ERR: %s" % (name, e))
                 tg.dead_for_good = True
                 continue
-            key = {"direct": None, "pgbouncer": "PgBouncer", "pgpool": "Pgpool-II"}.get(
+            key = {"direct": None, "pgbouncer": "PgBouncer", CONTROL: None, "pgpool": "Pgpool-II"}.get(
                 name, "pgstash")
             if key:
                 self.versions[key] = tg.version() + (" (git %s)" % bl.git_revision()
@@ -466,7 +477,7 @@ class Bench:
                 row.append("%.1f" % cpu if cpu is not None else "-")
                 for p in peers:
                     pc = self.results.get((w, m, p))
-                    if not name.startswith("pgstash"):
+                    if not compared(name):
                         row.append("")
                     elif c.ok and pc is not None and pc.ok and pc.median("tps"):
                         row.append("%.2f" % (c.median("tps") / pc.median("tps")))
@@ -488,7 +499,7 @@ class Bench:
                 continue
             for name in ts:
                 c = self.results.get((w, m, name))
-                if not name.startswith("pgstash") or c is None or not c.ok:
+                if not compared(name) or c is None or not c.ok:
                     continue
                 logs = [math.log(x.tps / y.tps) for x, y in zip(c.rounds, peer.rounds)
                         if x.tps and y.tps]
@@ -546,7 +557,8 @@ class Bench:
         paired = self.paired_table()
         if paired:
             lines += ["", "pgstash ÷ PgBouncer round by round (geometric mean of the per-round "
-                      "ratios, ±2 standard errors; an interval that holds 1.0 is a tie):", "",
+                      "ratios, ±2 standard errors; an interval that holds 1.0 is a tie; "
+                      "%s is a second PgBouncer, PgBouncer against itself):" % CONTROL, "",
                       paired]
         pt = self.pgstash_table()
         if pt:

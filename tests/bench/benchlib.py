@@ -633,11 +633,11 @@ class Direct:
 class PgBouncer:
     kind = "pgbouncer"
 
-    def __init__(self, run, pg, pool_size=20):
+    def __init__(self, run, pg, pool_size=20, name="pgbouncer"):
         self.run, self.pg = run, pg
-        self.name = "pgbouncer"
+        self.name = name
         self.port = run.free_port()
-        self.dir = run.subdir("pgbouncer", owned_by_server_user=True)
+        self.dir = run.subdir(name, owned_by_server_user=True)
         self.log_path = self.dir / "pgbouncer.log"
         self.pool_size = pool_size
         self.proc = None
@@ -663,7 +663,7 @@ class PgBouncer:
             "pidfile = %s\n" % (self.pg.port, self.port, self.dir / "userlist.txt",
                                 self.pg.superuser, self.pool_size, self.dir / "pgbouncer.pid"))
         (self.dir / "userlist.txt").write_text('"%s" ""\n' % self.pg.superuser)
-        self.proc = self.run.spawn("pgbouncer", [need("pgbouncer"), ini],
+        self.proc = self.run.spawn(self.name, [need("pgbouncer"), ini],
                                    log_path=self.log_path, as_server_user=True, cwd=self.dir,
                                    stop_signal=signal.SIGINT)
         wait_until(lambda: psql(self.port, "SELECT 1") == "1", 30,
