@@ -684,15 +684,16 @@ bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, s
             continue;
         }
         if (quick_ident_start(ch)) {
-            while (i < len && quick_ident_cont(p[i]))
-                i++;
+            /* Folded to lower case as it is scanned: one pass over the word. */
+            do {
+                unsigned char w = p[i++];
+                out[at++] = (char)(w >= 'A' && w <= 'Z' ? w + ('a' - 'A') : w);
+            } while (i < len && quick_ident_cont(p[i]));
             if (i < len && p[i] >= 0x80)
                 return false;
             /* U&"…", E'…', B'…', X'…', N'…': a prefix glued to a quote. */
             if (i < len && (p[i] == '\'' || p[i] == '"' || p[i] == '&'))
                 return false;
-            for (size_t k = start; k < i; k++)
-                out[at++] = (char)(p[k] >= 'A' && p[k] <= 'Z' ? p[k] + ('a' - 'A') : p[k]);
         } else if (ch >= '0' && ch <= '9') {
             uint64_t v = 0;
             while (i < len && p[i] >= '0' && p[i] <= '9') {
