@@ -168,57 +168,13 @@ void bw_free(ByteWriter *w)
 
 /* --- ByteReader ----------------------------------------------------------------------- */
 
-static const uint8_t *br_take(ByteReader *r, size_t n)
-{
-    if (r->failed || r->len - r->pos < n) {
-        r->failed = true;
-        return NULL;
-    }
-    const uint8_t *p = r->p + r->pos;
-    r->pos += n;
-    return p;
-}
-
-uint8_t br_u8(ByteReader *r)
-{
-    const uint8_t *p = br_take(r, 1);
-    return p ? p[0] : 0;
-}
-
-uint16_t br_u16(ByteReader *r)
-{
-    const uint8_t *p = br_take(r, 2);
-    return p ? be16(p) : 0;
-}
-
-int16_t br_i16(ByteReader *r)
-{
-    return (int16_t)br_u16(r);
-}
-
-uint32_t br_u32(ByteReader *r)
-{
-    const uint8_t *p = br_take(r, 4);
-    return p ? be32(p) : 0;
-}
-
-int32_t br_i32(ByteReader *r)
-{
-    return (int32_t)br_u32(r);
-}
-
 uint64_t br_u64(ByteReader *r)
 {
     uint64_t hi = br_u32(r);
     return (hi << 32) | br_u32(r);
 }
 
-const uint8_t *br_bytes(ByteReader *r, size_t n)
-{
-    return br_take(r, n);
-}
-
-const char *br_cstr(ByteReader *r, size_t *len_out)
+const char *br_cstr_scan(ByteReader *r, size_t *len_out)
 {
     if (r->failed)
         return NULL;

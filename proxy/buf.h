@@ -103,16 +103,6 @@ static inline size_t br_left(const ByteReader *r)
     return r->failed ? 0 : r->len - r->pos;
 }
 
-uint8_t br_u8(ByteReader *r);
-uint16_t br_u16(ByteReader *r);
-int16_t br_i16(ByteReader *r);
-uint32_t br_u32(ByteReader *r);
-int32_t br_i32(ByteReader *r);
-uint64_t br_u64(ByteReader *r);
-/* Returns a pointer to n bytes inside the block and skips them, or NULL. */
-const uint8_t *br_bytes(ByteReader *r, size_t n);
-/* Returns a NUL-terminated string inside the block (and its length), or NULL. */
-const char *br_cstr(ByteReader *r, size_t *len_out);
 
 static inline uint32_t be32(const uint8_t *p)
 {
@@ -122,6 +112,68 @@ static inline uint32_t be32(const uint8_t *p)
 static inline uint16_t be16(const uint8_t *p)
 {
     return (uint16_t)(((uint16_t)p[0] << 8) | p[1]);
+}
+
+/*
+ * The readers are inline: a relayed extended-protocol unit parses a dozen fields, and the
+ * calls cost more than the reads.
+ */
+
+/* Returns a pointer to n bytes inside the block and skips them, or NULL. */
+static inline const uint8_t *br_bytes(ByteReader *r, size_t n)
+{
+    if (r->failed || r->len - r->pos < n) {
+        r->failed = true;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->pos;
+    r->pos += n;
+    return p;
+}
+
+static inline uint8_t br_u8(ByteReader *r)
+{
+    const uint8_t *p = br_bytes(r, 1);
+    return p ? p[0] : 0;
+}
+
+static inline uint16_t br_u16(ByteReader *r)
+{
+    const uint8_t *p = br_bytes(r, 2);
+    return p ? be16(p) : 0;
+}
+
+static inline int16_t br_i16(ByteReader *r)
+{
+    return (int16_t)br_u16(r);
+}
+
+static inline uint32_t br_u32(ByteReader *r)
+{
+    const uint8_t *p = br_bytes(r, 4);
+    return p ? be32(p) : 0;
+}
+
+static inline int32_t br_i32(ByteReader *r)
+{
+    return (int32_t)br_u32(r);
+}
+
+uint64_t br_u64(ByteReader *r);
+
+/* br_cstr past its inline case. */
+const char *br_cstr_scan(ByteReader *r, size_t *len_out);
+
+/* Returns a NUL-terminated string inside the block (and its length), or NULL. The empty
+ * string, the name of every unnamed statement and portal, is answered without a scan. */
+static inline const char *br_cstr(ByteReader *r, size_t *len_out)
+{
+    if (!r->failed && r->pos < r->len && r->p[r->pos] == 0) {
+        if (len_out)
+            *len_out = 0;
+        return (const char *)r->p + r->pos++;
+    }
+    return br_cstr_scan(r, len_out);
 }
 
 static inline void put_be32(uint8_t *p, uint32_t v)

@@ -40,10 +40,8 @@ void writeset_merge(WriteSet *dst, const WriteSet *src)
         writeset_add(dst, src->names[i]);
 }
 
-void writeset_clear(WriteSet *w)
+void writeset_free_names(WriteSet *w)
 {
-    if (!w->names && !w->all && !w->n)
-        return; /* the common case: every unit clears its empty sets */
     for (size_t i = 0; i < w->n; i++)
         free(w->names[i]);
     free(w->names);

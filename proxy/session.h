@@ -38,7 +38,14 @@ typedef struct {
 
 void writeset_add(WriteSet *w, const char *name);
 void writeset_merge(WriteSet *dst, const WriteSet *src);
-void writeset_clear(WriteSet *w);
+/* The slow half of writeset_clear: frees the names and zeroes the set. */
+void writeset_free_names(WriteSet *w);
+/* Empties the set. Inline: every unit clears several sets that are almost always empty. */
+static inline void writeset_clear(WriteSet *w)
+{
+    if (w->names || w->all || w->n)
+        writeset_free_names(w);
+}
 static inline bool writeset_empty(const WriteSet *w)
 {
     return w->n == 0 && !w->all;

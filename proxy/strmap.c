@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t strmap_hash(const char *s, size_t len)
+/* FNV-1a over a NUL-terminated key, measuring it on the way (no strlen pass). */
+static uint64_t key_hash(const char *s, size_t *len)
 {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    const char *p = s;
+    for (; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    *len = (size_t)(p - s);
     return h ^ (h >> 29);
 }
 
@@ -24,7 +27,10 @@ void strmap_init(StrMap *m, void (*free_value)(void *))
 static StrMapEntry **slot_of(const StrMap *m, uint64_t h, const char *key)
 {
     StrMapEntry **link = &m->buckets[h & (m->n_buckets - 1)];
-    while (*link && !((*link)->hash == h && strcmp((*link)->key, key) == 0))
+    /* The first bytes are compared inline: the unnamed statement and portal ("") are the
+     * keys a relayed extended-protocol unit looks up most. */
+    while (*link && !((*link)->hash == h && (*link)->key[0] == key[0] &&
+                      (!key[0] || strcmp((*link)->key, key) == 0)))
         link = &(*link)->next;
     return link;
 }
@@ -33,7 +39,8 @@ void *strmap_get(const StrMap *m, const char *key)
 {
     if (!m->n_buckets)
         return NULL;
-    uint64_t h = strmap_hash(key, strlen(key));
+    size_t len;
+    uint64_t h = key_hash(key, &len);
     StrMapEntry *e = *slot_of(m, h, key);
     return e ? e->value : NULL;
 }
@@ -63,8 +70,8 @@ bool strmap_put(StrMap *m, const char *key, void *value)
 {
     if ((m->count + 1 > m->n_buckets) && !grow(m))
         return false;
-    size_t len = strlen(key);
-    uint64_t h = strmap_hash(key, len);
+    size_t len;
+    uint64_t h = key_hash(key, &len);
     StrMapEntry **link = slot_of(m, h, key);
     if (*link) {
         if (m->free_value && (*link)->value != value)
@@ -88,7 +95,8 @@ bool strmap_remove(StrMap *m, const char *key)
 {
     if (!m->n_buckets)
         return false;
-    uint64_t h = strmap_hash(key, strlen(key));
+    size_t len;
+    uint64_t h = key_hash(key, &len);
     StrMapEntry **link = slot_of(m, h, key);
     StrMapEntry *e = *link;
     if (!e)

@@ -57,6 +57,4 @@ static inline StrMapIter strmap_iter(const StrMap *m)
 }
 bool strmap_next(const StrMap *m, StrMapIter *it);
 
-uint64_t strmap_hash(const char *s, size_t len);
-
 #endif

@@ -654,6 +654,18 @@ static const unsigned char quick_class[256] = {
     [';'] = QC_PUNCT,
 };
 
+/* A word's bytes folded to lower case; 0 for a byte that does not continue a word. */
+static const unsigned char quick_word[256] = {
+    ['_'] = '_', ['$'] = '$',
+#define R(c) [c] = c, [c - 'a' + 'A'] = c
+    R('a'), R('b'), R('c'), R('d'), R('e'), R('f'), R('g'), R('h'), R('i'), R('j'), R('k'),
+    R('l'), R('m'), R('n'), R('o'), R('p'), R('q'), R('r'), R('s'), R('t'), R('u'), R('v'),
+    R('w'), R('x'), R('y'), R('z'),
+#undef R
+    ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3', ['4'] = '4', ['5'] = '5', ['6'] = '6',
+    ['7'] = '7', ['8'] = '8', ['9'] = '9',
+};
+
 static bool quick_ident_start(unsigned char ch)
 {
     return quick_class[ch] & QC_IDENT;
@@ -684,11 +696,15 @@ bool sqlparse_quick_shape(const char *text, size_t len, char *out, size_t cap, s
             continue;
         }
         if (quick_ident_start(ch)) {
-            /* Folded to lower case as it is scanned: one pass over the word. */
-            do {
-                unsigned char w = p[i++];
-                out[at++] = (char)(w >= 'A' && w <= 'Z' ? w + ('a' - 'A') : w);
-            } while (i < len && quick_ident_cont(p[i]));
+            /* One table load per byte classifies it and folds its case. */
+            const unsigned char *word = p + i;
+            char *to = out + at;
+            size_t n = 0, room = len - i;
+            unsigned char folded;
+            while (n < room && (folded = quick_word[word[n]]) != 0)
+                to[n++] = (char)folded;
+            i += n;
+            at += n;
             if (i < len && p[i] >= 0x80)
                 return false;
             /* U&"…", E'…', B'…', X'…', N'…': a prefix glued to a quote. */
