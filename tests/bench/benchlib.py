@@ -633,9 +633,10 @@ class Direct:
 class PgBouncer:
     kind = "pgbouncer"
 
-    def __init__(self, run, pg, pool_size=20, name="pgbouncer"):
+    def __init__(self, run, pg, pool_size=20, name="pgbouncer", wrapper=()):
         self.run, self.pg = run, pg
         self.name = name
+        self.wrapper = list(wrapper)   # e.g. valgrind (tests/bench/callgrind.sh --relay)
         self.port = run.free_port()
         self.dir = run.subdir(name, owned_by_server_user=True)
         self.log_path = self.dir / "pgbouncer.log"
@@ -663,7 +664,7 @@ class PgBouncer:
             "pidfile = %s\n" % (self.pg.port, self.port, self.dir / "userlist.txt",
                                 self.pg.superuser, self.pool_size, self.dir / "pgbouncer.pid"))
         (self.dir / "userlist.txt").write_text('"%s" ""\n' % self.pg.superuser)
-        self.proc = self.run.spawn(self.name, [need("pgbouncer"), ini],
+        self.proc = self.run.spawn(self.name, self.wrapper + [need("pgbouncer"), ini],
                                    log_path=self.log_path, as_server_user=True, cwd=self.dir,
                                    stop_signal=signal.SIGINT)
         wait_until(lambda: psql(self.port, "SELECT 1") == "1", 30,

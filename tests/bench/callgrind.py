@@ -16,8 +16,14 @@ and the N run cancels the fixed per-connection cost (start-up, auth relay, sessi
 
 The instructions counted are pgstash's own (all its threads), not PostgreSQL's or Redis's.
 
+With --relay it counts instead what relaying one pgbench -S transaction costs pgstash
+(cache.enabled false, workers 1) and PgBouncer (session mode), the same way for both: each
+proxy runs under callgrind in a fresh process for N and for 2N transactions of one client
+(after 50 to warm up), and Ir per transaction = (Ir(2N) - Ir(N)) / N over the whole process.
+
     tests/bench/callgrind.sh                  # N = 1000, all three modes
     tests/bench/callgrind.sh --n 300 --modes extended
+    tests/bench/callgrind.sh --relay          # pgstash vs PgBouncer per relayed transaction
 """
 
 import argparse
@@ -47,8 +53,13 @@ def parse_args(argv):
     ap.add_argument("--consistency", default="strict", choices=("strict", "local"))
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--pgstash-bin", default=None)
-    ap.add_argument("--out", default=str(bl.BENCH_DIR / "last-callgrind.md"))
+    ap.add_argument("--out", default=None,
+                    help="report file (default .bench/last-callgrind.md, with --relay "
+                         ".bench/last-callgrind-relay.md)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--relay", action="store_true",
+                    help="Ir per relayed pgbench -S transaction, pgstash (cache off) and "
+                         "PgBouncer side by side")
     a = ap.parse_args(argv)
     a.modes = [m for m in a.modes.split(",") if m]
     for m in a.modes:
@@ -56,6 +67,9 @@ def parse_args(argv):
             ap.error("unknown mode %r" % m)
     if a.n < 10:
         ap.error("--n must be at least 10")
+    if a.out is None:
+        a.out = str(bl.BENCH_DIR / ("last-callgrind-relay.md" if a.relay
+                                    else "last-callgrind.md"))
     return a
 
 
@@ -112,30 +126,139 @@ def measure(run, px, cg, mode, script, n, label):
     return ir, h1 - h0, m1 - m0, b1 - b0, path
 
 
+def guarded(run, started, body):
+    """Runs body(); whatever happens, stops everything on `started`. Returns the exit code."""
+    try:
+        body()
+        return 0
+    except KeyboardInterrupt:
+        bl.log("\ncallgrind: interrupted; stopping everything")
+        return 130
+    except bl.BenchError as e:
+        bl.log("callgrind: %s" % e)
+        return 1
+    finally:
+        bl.ignore_signals()
+        run.close(started)
+
+
+def start_servers(run, a, started):
+    """PostgreSQL with pgbench's tables at --scale, and Redis; their stops go on `started`."""
+    pg = bl.Postgres(run)
+    bl.log("callgrind: PostgreSQL on port %d" % pg.port)
+    pg.start()
+    started.append(pg.stop)
+    bl.psql(pg.port, "CREATE DATABASE %s" % bl.DB, db="postgres")
+    p = subprocess.run([str(bl.pg_bindir() / "pgbench"), "-i", "-q", "-s", str(a.scale),
+                        "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.superuser, bl.DB],
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise bl.BenchError("pgbench -i failed: %s" % p.stderr[-2000:])
+    redis = bl.Redis(run)
+    redis.start()
+    started.append(redis.stop)
+    return pg, redis
+
+
+def dump_total(path):
+    """Total Ir of a callgrind output file written at exit."""
+    text = Path(path).read_text(errors="replace")
+    m = re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M)
+    if not m:
+        raise bl.BenchError("no totals in %s" % path)
+    return int(m.group(1))
+
+
+def relay_run(run, pg, redis, a, proxy, mode, n, outdir):
+    """One fresh proxy process under callgrind: 50 transactions to warm up, then n; returns
+    the whole process's Ir."""
+    label = "%s-%s-%d" % (proxy, mode, n)
+    out = outdir / ("callgrind.out." + label)
+    wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out,
+               "--dump-instr=no"]
+    if proxy == "pgstash":
+        px = bl.Pgstash(run, pg, redis, workers=1, consistency="off", binary=a.pgstash_bin,
+                        wrapper=wrapper, name="pgstash-" + label)
+        px.start(timeout=180)
+    else:
+        px = bl.PgBouncer(run, pg, name="pgbouncer-" + label, wrapper=wrapper)
+        px.start()
+    try:
+        for count in (50, n):
+            r = bl.pgbench(run, px.port, ["-S"], mode, transactions=count, clients=1,
+                           threads=1, timeout=600 + count)
+            if not r.ok:
+                raise bl.BenchError("%s %s: pgbench: %s" % (proxy, mode, r.error))
+    finally:
+        px.stop()
+    deadline = time.monotonic() + 60
+    while not out.exists():
+        if time.monotonic() > deadline:
+            raise bl.BenchError("%s wrote no callgrind output%s" % (proxy,
+                                                                     bl.tail_hint(px.log_path)))
+        time.sleep(0.1)
+    return dump_total(out)
+
+
+def relay_main(a, argv):
+    """--relay: Ir per relayed transaction, pgstash and PgBouncer."""
+    bl.need("pgbouncer")
+    run = bl.RunDir("callgrind-relay", keep=a.keep)
+    started = []
+    rows = []
+    t0 = time.monotonic()
+
+    def body():
+        pg, redis = start_servers(run, a, started)
+        # Written by PgBouncer, which runs as the server user when we are root.
+        outdir = run.subdir("callgrind-out", owned_by_server_user=True)
+        for mode in a.modes:
+            per_tx = {}
+            for proxy in ("pgstash", "pgbouncer"):
+                bl.log("callgrind: %s %s: %d and %d transactions" % (proxy, mode, a.n, 2 * a.n))
+                ir = [relay_run(run, pg, redis, a, proxy, mode, n, outdir)
+                      for n in (a.n, 2 * a.n)]
+                per_tx[proxy] = (ir[1] - ir[0]) / a.n
+            rows.append([mode, "{:,.0f}".format(per_tx["pgstash"]),
+                         "{:,.0f}".format(per_tx["pgbouncer"]),
+                         "%.2f" % (per_tx["pgstash"] / per_tx["pgbouncer"])])
+
+    rc = guarded(run, started, body)
+    if rows:
+        from bench import markdown
+        table = markdown(["mode", "pgstash Ir/tx", "PgBouncer Ir/tx", "pgstash ÷ PgBouncer"],
+                         rows, right={1, 2, 3})
+        head = ("Instructions (Ir, valgrind --tool=callgrind, whole process) per relayed "
+                "pgbench -S transaction: pgstash with cache.enabled false and workers 1, "
+                "%s in session mode; one client, fresh processes for N and 2N, "
+                "N = %d" % (bl.first_line([bl.need("pgbouncer"), "--version"]), a.n))
+        print(head + "\n\n" + table, flush=True)
+        if rc == 0:
+            cmd = "tests/bench/callgrind.sh" + "".join(" " + x for x in argv)
+            Path(a.out).write_text(
+                "# Instructions per relayed transaction\n\n- Command: `%s`\n- Date: %s\n"
+                "- pgstash: git %s; valgrind: %s\n- Duration: %.1f min\n\n%s\n\n%s\n" % (
+                    cmd, time.strftime("%Y-%m-%d %H:%M:%S %z"), bl.git_revision(),
+                    bl.first_line(["valgrind", "--version"]), (time.monotonic() - t0) / 60,
+                    head, table))
+            bl.log("callgrind: wrote %s" % a.out)
+    return rc
+
+
 def main(argv):
     a = parse_args(argv)
     bl.need("valgrind")
     bl.need("callgrind_control")
     bl.install_signal_handlers()
+    if a.relay:
+        return relay_main(a, argv)
     run = bl.RunDir("callgrind", keep=a.keep)
     started = []
     rows = []
-    rc = 0
     t0 = time.monotonic()
-    try:
-        pg = bl.Postgres(run)
-        bl.log("callgrind: PostgreSQL on port %d" % pg.port)
-        pg.start()
-        started.append(pg.stop)
-        bl.psql(pg.port, "CREATE DATABASE %s" % bl.DB, db="postgres")
-        p = subprocess.run([str(bl.pg_bindir() / "pgbench"), "-i", "-q", "-s", str(a.scale),
-                            "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.superuser, bl.DB],
-                           capture_output=True, text=True, timeout=1800)
-        if p.returncode != 0:
-            raise bl.BenchError("pgbench -i failed: %s" % p.stderr[-2000:])
-        redis = bl.Redis(run)
-        redis.start()
-        started.append(redis.stop)
+
+    def body():
+        pg, redis = start_servers(run, a, started)
         outdir = run.subdir("callgrind-out")
         wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" %
                    (outdir / "callgrind.out.%p"), "--dump-instr=no", "--vgdb=yes"]
@@ -182,15 +305,8 @@ def main(argv):
                          "%d/%d (+%d other)" % (h1, h2, hit_other[0] + hit_other[1]),
                          "%d/%d (+%d hits, %d bypasses)" % (mm1, mm2, hh1 + hh2, bb1 + bb2),
                          "{:,.0f}".format(i1 / a.n), "{:,.0f}".format(j1 / a.n)])
-    except KeyboardInterrupt:
-        bl.log("\ncallgrind: interrupted; stopping everything")
-        rc = 130
-    except bl.BenchError as e:
-        bl.log("callgrind: %s" % e)
-        rc = 1
-    finally:
-        bl.ignore_signals()
-        run.close(started)
+
+    rc = guarded(run, started, body)
     if rows:
         hdr = ["mode", "Ir per hit", "Ir per miss", "hits counted (N/2N)",
                "misses counted (N/2N)", "Ir/stmt incl. connect (hit, N)",
