@@ -103,7 +103,6 @@ static inline size_t br_left(const ByteReader *r)
     return r->failed ? 0 : r->len - r->pos;
 }
 
-
 static inline uint32_t be32(const uint8_t *p)
 {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
