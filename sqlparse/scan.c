@@ -626,15 +626,13 @@ void sqlparse_scan_clear(SqlScan *scan)
 
 /* Byte classes of the quick shape (one table load per byte instead of a chain of tests). */
 enum {
-    QC_OTHER = 0,     /* ends the quick shape: quotes, $, backslash, control, non-ASCII */
+    QC_OTHER = 0,     /* digits (an integer starts), or ends the quick shape: quotes, $,
+                         backslash, control, non-ASCII; what continues a word: quick_word */
     QC_SPACE = 1,     /* blanks between tokens */
-    QC_IDENT = 2,     /* starts and continues a word */
-    QC_DIGIT = 4,     /* continues a word, starts an integer */
-    QC_DOLLAR = 8,    /* continues a word only */
+    QC_IDENT = 2,     /* starts a word */
     QC_OP = 16,       /* operator characters: a run is one token */
     QC_PUNCT = 32,    /* one-character tokens */
 };
-#define QC_WORD (QC_IDENT | QC_DIGIT | QC_DOLLAR)
 
 static const unsigned char quick_class[256] = {
     [' '] = QC_SPACE, ['\t'] = QC_SPACE, ['\n'] = QC_SPACE, ['\r'] = QC_SPACE, ['\f'] = QC_SPACE,
@@ -644,9 +642,6 @@ static const unsigned char quick_class[256] = {
     R('l'), R('m'), R('n'), R('o'), R('p'), R('q'), R('r'), R('s'), R('t'), R('u'), R('v'),
     R('w'), R('x'), R('y'), R('z'),
 #undef R
-    ['0'] = QC_DIGIT, ['1'] = QC_DIGIT, ['2'] = QC_DIGIT, ['3'] = QC_DIGIT, ['4'] = QC_DIGIT,
-    ['5'] = QC_DIGIT, ['6'] = QC_DIGIT, ['7'] = QC_DIGIT, ['8'] = QC_DIGIT, ['9'] = QC_DIGIT,
-    ['$'] = QC_DOLLAR,
     ['~'] = QC_OP, ['!'] = QC_OP, ['@'] = QC_OP, ['#'] = QC_OP, ['^'] = QC_OP, ['&'] = QC_OP,
     ['|'] = QC_OP, ['`'] = QC_OP, ['?'] = QC_OP, ['+'] = QC_OP, ['-'] = QC_OP, ['*'] = QC_OP,
     ['/'] = QC_OP, ['%'] = QC_OP, ['<'] = QC_OP, ['>'] = QC_OP, ['='] = QC_OP, [':'] = QC_OP,
@@ -654,7 +649,8 @@ static const unsigned char quick_class[256] = {
     [';'] = QC_PUNCT,
 };
 
-/* A word's bytes folded to lower case; 0 for a byte that does not continue a word. */
+/* A word's bytes (letters, digits, _ and $) folded to lower case; 0 for a byte that does not
+ * continue a word. */
 static const unsigned char quick_word[256] = {
     ['_'] = '_', ['$'] = '$',
 #define R(c) [c] = c, [c - 'a' + 'A'] = c
@@ -673,7 +669,7 @@ static bool quick_ident_start(unsigned char ch)
 
 static bool quick_ident_cont(unsigned char ch)
 {
-    return quick_class[ch] & QC_WORD;
+    return quick_word[ch] != 0;
 }
 
 static bool quick_op_char(unsigned char ch)

@@ -319,8 +319,8 @@ class Bench:
                 self.notes.append("%s did not start, its cells are ERR: %s" % (name, e))
                 tg.dead_for_good = True
                 continue
-            key = {"direct": None, "pgbouncer": "PgBouncer", CONTROL: None, "pgpool": "Pgpool-II"}.get(
-                name, "pgstash")
+            key = {"direct": None, "pgbouncer": "PgBouncer", CONTROL: None,
+                   "pgpool": "Pgpool-II"}.get(name, "pgstash")
             if key:
                 self.versions[key] = tg.version() + (" (git %s)" % bl.git_revision()
                                                      if key == "pgstash" else "")

@@ -248,10 +248,10 @@ def relay_main(a, argv):
 def main(argv):
     a = parse_args(argv)
     bl.need("valgrind")
-    bl.need("callgrind_control")
     bl.install_signal_handlers()
     if a.relay:
         return relay_main(a, argv)
+    bl.need("callgrind_control")   # zeroes and dumps the counters around each run
     run = bl.RunDir("callgrind", keep=a.keep)
     started = []
     rows = []
